@@ -1,0 +1,93 @@
+"""The result-backend interface: store, read, wait for and forget task results.
+
+A backend stores the metadata mapping of :mod:`celeriac.protocol.results` per task id, in
+the format Celery peers read. Every method takes a batch. All implementations pass the same
+conformance suite, ``tests/conformance/test_backend.py``.
+
+Contract, shared by every implementation:
+
+* ``store`` writes metas (each has ``task_id``); a stored ``SUCCESS`` is never overwritten
+  (duplicate deliveries must not undo a result). Results expire after ``expires`` seconds
+  when the store supports expiry (``None``: never).
+* ``get`` returns, per id in order, the stored meta or ``None`` (the caller reports PENDING).
+* ``wait`` returns the metas once every id has a ready state (SUCCESS, FAILURE, REVOKED),
+  or raises :class:`celeriac.exceptions.TimeoutError` after ``timeout`` seconds. Backends
+  that can be notified (``capabilities.push``) do not poll; the others poll every
+  ``interval`` seconds.
+* ``chord_part_return`` records that one member of a chord's header group reached a ready
+  state and returns the ordered member metas exactly once, to the caller whose call
+  completed the group; every other call returns ``None``. Duplicate calls for the same
+  member are counted once.
+* An instance is used by the process that created it: after a fork the child creates its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Meta = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """Settings a backend is created with (from the app's ``result_*`` settings)."""
+
+    serializer: str = "json"
+    #: MIME types the backend may decode (``result_accept_content``); ``None``: any.
+    accept: frozenset[str] | None = None
+    #: Seconds after which results are dropped; ``None`` keeps them.
+    expires: float | None = 86400.0
+    transport_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendCapabilities:
+    #: Results are stored at all (the disabled backend says no).
+    enabled: bool = True
+    #: Other processes (and machines, for network stores) see the results.
+    cross_process: bool = False
+    #: ``wait`` is notified of new results instead of polling.
+    push: bool = False
+
+
+@runtime_checkable
+class ResultBackend(Protocol):
+    """A result store. See the module docstring for the contract."""
+
+    url: str
+    capabilities: BackendCapabilities
+
+    def store(self, metas: Sequence[Mapping[str, Any]]) -> None:
+        """Write each meta under its ``task_id``; never overwrite a stored SUCCESS."""
+
+    def get(self, task_ids: Sequence[str]) -> list[Meta | None]:
+        """The stored metas, in order; ``None`` where nothing is stored."""
+        ...
+
+    def wait(self, task_ids: Sequence[str], timeout: float | None, interval: float) -> list[Meta]:
+        """Block until every id has a ready state; return their metas in order."""
+        ...
+
+    def forget(self, task_ids: Sequence[str]) -> None:
+        """Delete the stored results."""
+
+    def save_group(self, group_id: str, value: Any) -> None:
+        """Store a group's result tuple (``GroupResult.save``)."""
+
+    def get_group(self, group_id: str) -> Any | None:
+        """The stored group value, or ``None``."""
+        ...
+
+    def forget_group(self, group_id: str) -> None:
+        """Delete a stored group."""
+
+    def chord_part_return(
+        self, group_id: str, size: int, index: int, meta: Mapping[str, Any]
+    ) -> list[Meta] | None:
+        """Count one ready member of a chord header; see the module docstring."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""

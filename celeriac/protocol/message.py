@@ -1,0 +1,252 @@
+"""Celery task message protocol v2: build and parse, as pure functions.
+
+A message travels as an :class:`Envelope`: body bytes plus headers, properties and the
+content type/encoding, with the exchange and routing key it is published to. Transports
+move envelopes; this module knows what a *task* envelope contains:
+
+* headers: ``lang, task, id, shadow, eta, expires, group, group_index, retries,
+  timelimit [hard, soft], root_id, parent_id, argsrepr, kwargsrepr, origin,
+  ignore_result, replaced_task_nesting, stamped_headers, stamps`` (+ custom headers);
+* properties: ``correlation_id, reply_to, delivery_mode, priority`` (+ ``expiration``);
+* body: ``[args, kwargs, {callbacks, errbacks, chain, chord}]``.
+
+Protocol v1 bodies (a dict with ``task`` and ``id`` and no ``task`` header) are accepted
+and converted, so very old producers still work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import reprlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from celeriac.exceptions import InvalidMessageError
+from celeriac.protocol import compression, serializers
+
+EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One message as transports move it."""
+
+    body: bytes
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    content_type: str = "application/json"
+    content_encoding: str = "utf-8"
+    exchange: str = ""
+    routing_key: str = ""
+
+    @property
+    def priority(self) -> int:
+        return int(self.properties.get("priority") or 0)
+
+
+@dataclass(slots=True)
+class TaskBody:
+    """The decoded body of a task message."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+    embed: dict[str, Any] = field(default_factory=lambda: dict(EMPTY_EMBED))
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 1024
+_repr.maxother = 1024
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = 64
+
+
+def safe_repr(value: Any, maxsize: int = 1024) -> str:
+    """``repr`` that never raises and stays under ``maxsize`` characters."""
+    try:
+        text = repr(value)
+    except Exception:  # a user's __repr__ may fail; the message must still go out
+        text = _repr.repr(value)
+    return text if len(text) <= maxsize else text[: maxsize - 3] + "..."
+
+
+def isoformat(value: dt.datetime | None) -> str | None:
+    """ISO-8601 with offset; naive datetimes are taken as UTC (as Celery does)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat()
+
+
+def parse_datetime(value: Any) -> dt.datetime | None:
+    """Parse a header timestamp; naive values are UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, int | float):
+        parsed = dt.datetime.fromtimestamp(value, dt.UTC)
+    else:
+        try:
+            parsed = dt.datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise InvalidMessageError(f"bad timestamp {value!r}: {exc}") from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+def build_task_envelope(
+    task_name: str,
+    task_id: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    *,
+    serializer: str = "json",
+    compression_name: str | None = None,
+    eta: str | None = None,
+    expires: str | None = None,
+    expiration_ms: int | None = None,
+    retries: int = 0,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
+    root_id: str | None = None,
+    parent_id: str | None = None,
+    group_id: str | None = None,
+    group_index: int | None = None,
+    shadow: str | None = None,
+    callbacks: list[Any] | None = None,
+    errbacks: list[Any] | None = None,
+    chain: list[Any] | None = None,
+    chord: Any = None,
+    origin: str = "",
+    reply_to: str = "",
+    priority: int | None = None,
+    delivery_mode: int = 2,
+    ignore_result: bool = False,
+    argsrepr: str | None = None,
+    kwargsrepr: str | None = None,
+    replaced_task_nesting: int = 0,
+    stamped_headers: list[str] | None = None,
+    stamps: dict[str, Any] | None = None,
+    extra_headers: Mapping[str, Any] | None = None,
+    extra_properties: Mapping[str, Any] | None = None,
+    argsrepr_maxsize: int = 1024,
+    kwargsrepr_maxsize: int = 1024,
+) -> Envelope:
+    """Build the envelope of one task call. Timestamps come in already formatted."""
+    args = list(args)
+    kwargs = dict(kwargs)
+    headers: dict[str, Any] = {
+        "lang": "py",
+        "task": task_name,
+        "id": task_id,
+        "shadow": shadow,
+        "eta": eta,
+        "expires": expires,
+        "group": group_id,
+        "group_index": group_index,
+        "retries": retries,
+        "timelimit": [time_limit, soft_time_limit],
+        "root_id": root_id or task_id,
+        "parent_id": parent_id,
+        "argsrepr": argsrepr if argsrepr is not None else safe_repr(args, argsrepr_maxsize),
+        "kwargsrepr": kwargsrepr
+        if kwargsrepr is not None
+        else safe_repr(kwargs, kwargsrepr_maxsize),
+        "origin": origin,
+        "ignore_result": ignore_result,
+        "replaced_task_nesting": replaced_task_nesting,
+        "stamped_headers": stamped_headers,
+        "stamps": stamps or {},
+    }
+    if extra_headers:
+        headers.update(extra_headers)
+    embed = {"callbacks": callbacks, "errbacks": errbacks, "chain": chain, "chord": chord}
+    content_type, content_encoding, body = serializers.dumps((args, kwargs, embed), serializer)
+    if compression_name:
+        headers["compression"], body = compression.compress(body, compression_name)
+    properties: dict[str, Any] = {
+        "correlation_id": task_id,
+        "reply_to": reply_to,
+        "delivery_mode": delivery_mode,
+        "priority": priority or 0,
+    }
+    if expiration_ms is not None:
+        properties["expiration"] = str(max(expiration_ms, 0))
+    if extra_properties:
+        properties.update(extra_properties)
+    return Envelope(body, headers, properties, content_type, content_encoding)
+
+
+def check_task_headers(headers: Mapping[str, Any], body_hint: str = "") -> None:
+    """Raise :class:`InvalidMessageError` unless the v2 headers the worker needs are there."""
+    missing = [name for name in ("task", "id") if not headers.get(name)]
+    if missing:
+        raise InvalidMessageError(
+            f"message lacks required header(s) {', '.join(missing)}{body_hint}"
+        )
+
+
+def decode_task_body(envelope: Envelope, accept: frozenset[str] | None) -> TaskBody:
+    """Decompress and deserialize a v2 body into args, kwargs and the embedded workflow."""
+    body = envelope.body
+    compressed_with = envelope.headers.get("compression")
+    if compressed_with:
+        body = compression.decompress(body, compressed_with)
+    payload = serializers.loads(body, envelope.content_type, accept)
+    if isinstance(payload, dict):  # protocol v1 body that slipped through
+        return _v1_body(payload)
+    try:
+        args, kwargs, embed = payload
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessageError(
+            f"body is not [args, kwargs, embed]: {serializers_repr(payload)}"
+        ) from exc
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        raise InvalidMessageError("body args must be a list and kwargs an object")
+    return TaskBody(list(args), kwargs, embed or dict(EMPTY_EMBED))
+
+
+def serializers_repr(value: Any) -> str:
+    return safe_repr(value, 200)
+
+
+def _v1_body(payload: dict[str, Any]) -> TaskBody:
+    return TaskBody(
+        list(payload.get("args") or ()),
+        dict(payload.get("kwargs") or {}),
+        {
+            "callbacks": payload.get("callbacks"),
+            "errbacks": payload.get("errbacks"),
+            "chain": None,
+            "chord": payload.get("chord"),
+        },
+    )
+
+
+def upgrade_v1(envelope: Envelope, accept: frozenset[str] | None) -> Envelope:
+    """Give a protocol v1 message (no ``task`` header) the v2 headers, in place."""
+    if "task" in envelope.headers:
+        return envelope
+    payload = serializers.loads(envelope.body, envelope.content_type, accept)
+    if not isinstance(payload, dict) or "task" not in payload or "id" not in payload:
+        raise InvalidMessageError(
+            "message has no 'task' header and its body is not a protocol v1 task"
+        )
+    timelimit = payload.get("timelimit") or (None, None)
+    envelope.headers.update(
+        {
+            "lang": "py",
+            "task": payload["task"],
+            "id": payload["id"],
+            "eta": payload.get("eta"),
+            "expires": payload.get("expires"),
+            "retries": payload.get("retries", 0),
+            "timelimit": [timelimit[1], timelimit[0]],  # v1 had (soft, hard)
+            "group": payload.get("taskset"),
+            "root_id": payload["id"],
+            "parent_id": None,
+            "argsrepr": safe_repr(payload.get("args")),
+            "kwargsrepr": safe_repr(payload.get("kwargs")),
+        }
+    )
+    return envelope

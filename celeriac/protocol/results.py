@@ -1,0 +1,114 @@
+"""Result metadata as Celery stores it, and exceptions as they travel inside it.
+
+A stored result is a mapping ``{status, result, traceback, children, date_done, task_id}``
+(plus ``group_id``/``parent_id`` when known and, with ``result_extended``, ``name, args,
+kwargs, worker, retries, queue``). An exception is stored as ``{exc_type, exc_message,
+exc_module}`` and re-created on read: the same class when it can be imported, otherwise a
+class of that name made on the fly, so ``except ValueError`` still works for builtins.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from celeriac import states
+
+#: celeriac's own exceptions are stored under Celery's module name, so Celery peers
+#: re-create them as their own type (and we map them back on read).
+_OWN_MODULE = "celeriac.exceptions"
+_CELERY_MODULE = "celery.exceptions"
+
+
+def utcnow_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def build_meta(
+    task_id: str,
+    status: str,
+    result: Any,
+    traceback: str | None = None,
+    *,
+    children: list[Any] | None = None,
+    date_done: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The mapping stored for a task; ``date_done`` is filled for ready states."""
+    if date_done is None and status in states.READY_STATES:
+        date_done = utcnow_iso()
+    meta: dict[str, Any] = {
+        "status": status,
+        "result": result,
+        "traceback": traceback,
+        "children": children or [],
+        "date_done": date_done,
+        "task_id": task_id,
+    }
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    cls = type(exc)
+    module = cls.__module__
+    if module == _OWN_MODULE:
+        module = _CELERY_MODULE
+    try:
+        message = list(exc.args)
+        from celeriac.protocol.serializers import json_dumps
+
+        json_dumps(message)
+    except Exception:  # args that JSON cannot carry travel as their text
+        message = [str(exc)]
+    return {"exc_type": cls.__qualname__, "exc_message": message, "exc_module": module}
+
+
+_synthesized: dict[tuple[str, str], type[Exception]] = {}
+
+
+def exception_from_dict(data: Any) -> BaseException:
+    """Re-create an exception stored by :func:`exception_to_dict` (or by Celery)."""
+    if isinstance(data, BaseException):
+        return data
+    if not isinstance(data, Mapping) or "exc_type" not in data:
+        return Exception(data)
+    exc_type = str(data["exc_type"])
+    module = str(data.get("exc_module") or "builtins")
+    message = data.get("exc_message", [])
+    args = tuple(message) if isinstance(message, list | tuple) else (message,)
+    cls = _find_exception_class(module, exc_type)
+    try:
+        return cls(*args)
+    except Exception:
+        return _synthesize(module, exc_type)(*args)
+
+
+def _find_exception_class(module: str, name: str) -> type[BaseException]:
+    if module == _CELERY_MODULE:
+        module = _OWN_MODULE
+    if module == "builtins":
+        found = getattr(builtins, name, None)
+    else:
+        try:
+            found = importlib.import_module(module)
+            for part in name.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError):
+            found = None
+    if isinstance(found, type) and issubclass(found, BaseException):
+        return found
+    return _synthesize(module, name)
+
+
+def _synthesize(module: str, name: str) -> type[Exception]:
+    key = (module, name)
+    cls = _synthesized.get(key)
+    if cls is None:
+        cls = type(name.rsplit(".", 1)[-1], (Exception,), {"__module__": module})
+        _synthesized[key] = cls
+    return cls
