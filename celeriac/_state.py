@@ -1,0 +1,71 @@
+"""The current and default app, and the task being executed.
+
+``shared_task`` and ``AsyncResult()`` without an ``app=`` need "the app in use": the one
+most recently created or ``set_current()`` here. The running task is a context variable,
+so it is right in threads and in asyncio tasks alike.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celeriac.app.base import Celery
+    from celeriac.app.task import Task
+
+_lock = threading.Lock()
+_current_app: Celery | None = None
+_default_app: Celery | None = None
+_apps: weakref.WeakSet[Celery] = weakref.WeakSet()
+_on_app_finalizers: list[Callable[[Celery], Any]] = []
+
+current_task_var: contextvars.ContextVar[Task[Any, Any] | None] = contextvars.ContextVar(
+    "celeriac_current_task", default=None
+)
+
+
+def register_app(app: Celery) -> None:
+    _apps.add(app)
+
+
+def all_apps() -> list[Celery]:
+    return list(_apps)
+
+
+def set_current_app(app: Celery) -> None:
+    global _current_app
+    _current_app = app
+
+
+def get_current_app() -> Celery:
+    """The current app; a default app (embedded broker) is made if none exists yet."""
+    global _default_app
+    if _current_app is not None:
+        return _current_app
+    with _lock:
+        if _default_app is None:
+            from celeriac.app.base import Celery
+
+            _default_app = Celery("default", set_as_current=False)
+        return _default_app
+
+
+def connect_on_app_finalize(callback: Callable[[Celery], Any]) -> Callable[[Celery], Any]:
+    """Run ``callback(app)`` when any app (present or future) is finalized."""
+    _on_app_finalizers.append(callback)
+    for app in all_apps():
+        if app.finalized:
+            callback(app)
+    return callback
+
+
+def app_finalizers() -> list[Callable[[Celery], Any]]:
+    return list(_on_app_finalizers)
+
+
+def get_current_task() -> Task[Any, Any] | None:
+    return current_task_var.get()
