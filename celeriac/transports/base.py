@@ -25,6 +25,7 @@ Contract, shared by every implementation:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -120,3 +121,44 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release the connection; messages still reserved by it come back to their queues."""
+
+
+def binding_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:
+    """Whether a message published with ``routing_key`` reaches a queue bound with ``binding_key``.
+
+    AMQP semantics, for transports that route by themselves: ``fanout`` matches everything,
+    ``topic`` matches dot-separated words where ``*`` is exactly one word and ``#`` is zero or
+    more words, and ``direct`` (the default) needs the keys to be equal.
+    """
+    if exchange_type == "fanout":
+        return True
+    if exchange_type == "topic":
+        return _topic_matches(binding_key, routing_key)
+    return binding_key == routing_key
+
+
+def bound_queues(
+    exchange_type: str, bindings: Sequence[tuple[str, str]], routing_key: str
+) -> list[str]:
+    """The queues, each once, that ``bindings`` (``(binding_key, queue)`` pairs) route to."""
+    matched = [
+        queue
+        for binding_key, queue in bindings
+        if binding_matches(exchange_type, binding_key, routing_key)
+    ]
+    return list(dict.fromkeys(matched))
+
+
+@functools.lru_cache(maxsize=4096)
+def _topic_matches(pattern: str, routing_key: str) -> bool:
+    # Cached: the same few binding patterns meet the same task routing keys over and over.
+    return _words_match(tuple(pattern.split(".")), tuple(routing_key.split(".")))
+
+
+def _words_match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_words_match(rest, words[skip:]) for skip in range(len(words) + 1))
+    return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])
