@@ -1,0 +1,1 @@
+"""Suites every implementation of an interface must pass (see ``conftest.py``)."""
