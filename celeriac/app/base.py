@@ -1,0 +1,476 @@
+"""The ``Celery`` application: settings, the task registry, and factories for the rest.
+
+Creating an app does no I/O: the broker and result store are connected on first use, in
+the process (and thread) that uses them, so an app can be created at import time and
+forked safely.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+
+from celeriac import _state
+from celeriac.app.defaults import EMBEDDED_BROKER_URL
+from celeriac.app.publish import Publisher
+from celeriac.app.registry import TaskRegistry, gen_task_name
+from celeriac.app.settings import Settings, settings_from_object
+from celeriac.app.task import Task
+from celeriac.backends.base import BackendOptions, ResultBackend
+from celeriac.backends.registry import create_backend
+from celeriac.canvas.signature import Signature
+from celeriac.exceptions import ImproperlyConfigured
+from celeriac.protocol import serializers
+from celeriac.signals import Signal
+from celeriac.transports.base import Transport, TransportOptions
+from celeriac.transports.registry import create_transport
+
+if TYPE_CHECKING:
+    from celeriac.result import AsyncResult, GroupResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Celery:
+    """A celeriac application, created as a Celery application is."""
+
+    def __init__(
+        self,
+        main: str | None = None,
+        loader: Any = None,
+        backend: str | None = None,
+        amqp: Any = None,
+        events: Any = None,
+        log: Any = None,
+        control: Any = None,
+        set_as_current: bool = True,
+        tasks: Any = None,
+        broker: str | None = None,
+        include: Sequence[str] | None = None,
+        changes: Mapping[str, Any] | None = None,
+        config_source: Any = None,
+        fixups: Any = None,
+        task_cls: type[Task[Any, Any]] | str | None = None,
+        autofinalize: bool = True,
+        namespace: str | None = None,
+        strict_typing: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        self.main = main
+        self.namespace = namespace
+        self.autofinalize = autofinalize
+        self.strict_typing = strict_typing
+        self.finalized = False
+        self.configured = False
+        self.oid = str(uuid.uuid4())
+        self.conf = Settings()
+        self.tasks = TaskRegistry()
+        self._pending: list[Callable[[], Any]] = []
+        self._autodiscover: list[tuple[Any, str]] = []
+        self._finalize_lock = threading.RLock()
+        self._backend: tuple[int, ResultBackend] | None = None
+        self._publisher: Publisher | None = None
+        self.on_configure = Signal("on_configure")
+        self.on_after_configure = Signal("on_after_configure")
+        self.on_after_finalize = Signal("on_after_finalize")
+        self.on_after_fork = Signal("on_after_fork")
+        self.task_cls = self._resolve_task_cls(task_cls)
+        if config_source is not None:
+            self.config_from_object(config_source)
+        if broker:
+            self.conf.broker_url = broker
+        if backend:
+            self.conf.result_backend = backend
+        if include:
+            self.conf.include = list(include)
+        if changes:
+            self.conf.update(changes)
+        for name, value in kwargs.items():
+            self.conf[name] = value
+        _state.register_app(self)
+        if set_as_current:
+            _state.set_current_app(self)
+
+    def __repr__(self) -> str:
+        return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
+
+    # -- configuration
+    def config_from_object(
+        self, obj: Any, silent: bool = False, force: bool = False, namespace: str | None = None
+    ) -> None:
+        """Load settings from a module, class, mapping or ``'module:attr'`` path, now."""
+        try:
+            values = settings_from_object(obj, namespace or self.namespace)
+        except ImproperlyConfigured:
+            if silent:
+                return
+            raise
+        self.conf.update(values)
+        self._reset_connections()
+
+    def config_from_envvar(self, variable_name: str, silent: bool = False,
+                           force: bool = False) -> bool:
+        module_name = os.environ.get(variable_name)
+        if not module_name:
+            if silent:
+                return False
+            raise ImproperlyConfigured(
+                f"the environment variable {variable_name!r} is not set: it should name the "
+                "configuration module"
+            )
+        self.config_from_object(module_name, silent=silent)
+        return True
+
+    def add_defaults(self, values: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> None:
+        resolved = values() if callable(values) else values
+        for name, value in resolved.items():
+            if not self.conf.is_set(name):
+                self.conf.setdefault(name, value)
+
+    def _reset_connections(self) -> None:
+        self._backend = None
+        self._publisher = None
+
+    def _configure(self) -> None:
+        if not self.configured:
+            self.configured = True
+            self.on_configure.send(sender=self)
+            self.on_after_configure.send(sender=self, source=self.conf)
+
+    # -- tasks
+    def _resolve_task_cls(self, task_cls: type[Task[Any, Any]] | str | None) -> type[Any]:
+        if isinstance(task_cls, str):
+            module_name, _, attribute = task_cls.partition(":")
+            task_cls = getattr(importlib.import_module(module_name), attribute)
+        base: type[Any] = task_cls or Task
+        return base
+
+    @property
+    def Task(self) -> type[Any]:  # noqa: N802 - Celery's name
+        """The base task class of this app (``app.Task``)."""
+        return self.task_cls
+
+    @overload
+    def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self, *, bind: Literal[True], **options: Any
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+    @overload
+    def task(
+        self, *, bind: Literal[False] = False, **options: Any
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fun: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Decorator making a task of a function, bare (``@app.task``) or with options."""
+        if fun is not None and callable(fun) and not options:
+            return self._task_from_fun(fun)
+
+        def decorate(function: Callable[..., Any]) -> Task[Any, Any]:
+            return self._task_from_fun(function, **options)
+
+        return decorate
+
+    def _task_from_fun(
+        self,
+        fun: Callable[..., Any],
+        name: str | None = None,
+        base: type[Any] | None = None,
+        bind: bool = False,
+        **options: Any,
+    ) -> Task[Any, Any]:
+        name = name or self.gen_task_name(fun.__name__, fun.__module__)
+        existing = self.tasks.get(name)
+        if existing is not None and getattr(existing, "__wrapped__", None) is fun:
+            return existing  # type: ignore[no-any-return]
+        base = base or self.task_cls
+        signature = inspect.signature(fun)
+        if bind:
+            parameters = list(signature.parameters.values())[1:]
+            signature = signature.replace(parameters=parameters)
+        attributes: dict[str, Any] = {
+            "app": self,
+            "name": name,
+            "run": fun if bind else staticmethod(fun),
+            "_bound": bind,
+            "_signature": signature,
+            "__wrapped__": fun,
+            "__doc__": fun.__doc__,
+            "__module__": fun.__module__,
+            "__qualname__": fun.__qualname__,
+            "abstract": False,
+        }
+        if "typing" not in options:
+            attributes["typing"] = getattr(base, "typing", True) and self.strict_typing
+        attributes.update(options)
+        cls = type(fun.__name__, (base,), attributes)
+        task: Task[Any, Any] = cls()
+        self.tasks.register(task)
+        return task
+
+    def gen_task_name(self, name: str, module: str) -> str:
+        """Name of a task without ``name=``: ``module.function`` (override to change)."""
+        return gen_task_name(self, name, module)
+
+    def register_task(self, task: Any, **options: Any) -> Any:
+        """Register a class-based task (an instance or a ``Task`` subclass)."""
+        if isinstance(task, type):
+            task = task()
+        if not task.name:
+            type(task).name = self.gen_task_name(type(task).__name__, type(task).__module__)
+        type(task).app = self
+        for key, value in options.items():
+            setattr(type(task), key, value)
+        self.tasks.register(task)
+        return task
+
+    def finalize(self, auto: bool = False) -> None:
+        """Adopt shared tasks, import ``include``/``imports`` and discovered modules."""
+        with self._finalize_lock:
+            if self.finalized:
+                return
+            self.finalized = True
+            self._configure()
+            from celeriac.app import builtins
+
+            builtins.register(self)
+            for callback in _state.app_finalizers():
+                callback(self)
+            self.import_default_modules()
+            self.on_after_finalize.send(sender=self)
+
+    def import_default_modules(self) -> None:
+        for module_name in [*self.conf.imports, *self.conf.include]:
+            importlib.import_module(module_name)
+        for packages, related_name in self._autodiscover:
+            self._discover(packages, related_name)
+        self._autodiscover.clear()
+
+    def autodiscover_tasks(
+        self,
+        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        related_name: str = "tasks",
+        force: bool = False,
+    ) -> None:
+        """Import ``<package>.<related_name>`` for each package (at finalize, or now)."""
+        if force or self.finalized:
+            self._discover(packages, related_name)
+        else:
+            self._autodiscover.append((packages, related_name))
+
+    def _discover(self, packages: Any, related_name: str) -> None:
+        if packages is None:
+            packages = _django_installed_apps()
+        elif callable(packages):
+            packages = packages()
+        for package in packages:
+            module_name = f"{package}.{related_name}" if related_name else package
+            try:
+                importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name:  # the module exists but an import inside failed
+                    raise
+
+    # -- connections (per process, created on first use)
+    @property
+    def broker_url(self) -> str:
+        return str(self.conf.broker_url or self.conf.broker_write_url or EMBEDDED_BROKER_URL)
+
+    def create_transport(self, url: str | None = None) -> Transport:
+        conf = self.conf
+        options = TransportOptions(
+            transport_options=conf.broker_transport_options or {},
+            connection_timeout=float(conf.broker_connection_timeout or 4.0),
+            connection_retry=bool(conf.broker_connection_retry),
+            connection_max_retries=conf.broker_connection_max_retries,
+            heartbeat=float(conf.broker_heartbeat or 0),
+            pool_limit=int(conf.broker_pool_limit or 10),
+        )
+        return create_transport(url or self.broker_url, options)
+
+    connection_for_write = create_transport
+
+    @property
+    def publisher(self) -> Publisher:
+        publisher = self._publisher
+        if publisher is None:
+            self.finalize_if_needed()
+            publisher = self._publisher = Publisher(self)
+        return publisher
+
+    @property
+    def backend(self) -> ResultBackend:
+        """This process's result backend (made on first use, again after fork)."""
+        cached = self._backend
+        if cached is None or cached[0] != os.getpid():
+            cached = self._backend = (os.getpid(), self._create_backend())
+        return cached[1]
+
+    def _create_backend(self) -> ResultBackend:
+        conf = self.conf
+        accept = conf.result_accept_content or conf.accept_content
+        expires = conf.result_expires
+        if hasattr(expires, "total_seconds"):
+            expires = expires.total_seconds()
+        options = BackendOptions(
+            serializer=conf.result_serializer,
+            accept=serializers.content_types(accept) if accept else None,
+            expires=float(expires) if expires else None,
+            transport_options=conf.result_backend_transport_options or {},
+        )
+        return create_backend(conf.result_backend, options)
+
+    def finalize_if_needed(self) -> None:
+        if not self.finalized and self.autofinalize:
+            self.finalize(auto=True)
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+        if self._backend is not None and self._backend[0] == os.getpid():
+            self._backend[1].close()
+        self._reset_connections()
+
+    # -- calling
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send a task by name (it need not be registered here)."""
+        from celeriac.result import AsyncResult
+
+        publisher = self.publisher
+        task_id, envelope, route = publisher.build(name, args, kwargs, **options)
+        publisher.publish([envelope], [route.queue])
+        return AsyncResult(task_id, app=self, task_name=name)
+
+    def send_many(
+        self,
+        name: str,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+        **options: Any,
+    ) -> list[AsyncResult]:
+        """Send many calls of one task in one batch: one round trip to the broker."""
+        from celeriac.result import AsyncResult
+
+        publisher = self.publisher
+        built = [publisher.build(name, args, kwargs, **options) for args, kwargs in calls]
+        queues = list({route.queue.name: route.queue for _, _, route in built}.values())
+        publisher.publish([envelope for _, envelope, _ in built], queues)
+        return [AsyncResult(task_id, app=self, task_name=name) for task_id, _, _ in built]
+
+    def signature(self, *args: Any, **kwargs: Any) -> Signature[Any]:
+        kwargs.setdefault("app", self)
+        return Signature(*args, **kwargs)
+
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+        from celeriac.result import AsyncResult
+
+        return AsyncResult(task_id, app=self, **kwargs)
+
+    def GroupResult(self, group_id: str, results: Any = None, **kwargs: Any) -> GroupResult:  # noqa: N802
+        from celeriac.result import GroupResult
+
+        return GroupResult(group_id, results, app=self, **kwargs)
+
+    def set_current(self) -> None:
+        _state.set_current_app(self)
+
+    def set_default(self) -> None:
+        _state.set_current_app(self)
+
+    def now(self) -> Any:
+        import datetime as dt
+
+        return dt.datetime.now(dt.UTC)
+
+    def worker_main(self, argv: Sequence[str] | None = None) -> None:
+        """Run the worker command line with this app (``app.worker_main(['worker'])``)."""
+        from celeriac.cli.main import run_with_app
+
+        run_with_app(self, list(argv or ["worker"]))
+
+    start = worker_main
+
+
+def _django_installed_apps() -> list[str]:
+    try:
+        from django.conf import settings  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    return list(getattr(settings, "INSTALLED_APPS", []))
+
+
+@overload
+def shared_task(fun: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def shared_task(
+    *, bind: Literal[True], **options: Any
+) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+
+
+@overload
+def shared_task(
+    *, bind: Literal[False] = False, **options: Any
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def shared_task(*args: Any, **options: Any) -> Any:
+    """Like ``app.task``, for reusable apps: the task is created in every app.
+
+    Returns a proxy that resolves to the task of the current app when used.
+    """
+
+    def create(fun: Callable[..., Any]) -> Any:
+        def adopt(app: Celery) -> Any:
+            return app._task_from_fun(fun, **options)
+
+        _state.connect_on_app_finalize(adopt)
+        return SharedTask(fun, options.get("name"), adopt)
+
+    if len(args) == 1 and callable(args[0]) and not options:
+        return create(args[0])
+    return create
+
+
+class SharedTask:
+    """Stands for a shared task; attributes and calls go to the current app's task."""
+
+    def __init__(self, fun: Callable[..., Any], name: str | None,
+                 adopt: Callable[[Celery], Any]) -> None:
+        self.__wrapped__ = fun
+        self._name = name
+        self._adopt = adopt
+        self.__doc__ = fun.__doc__
+        self.__name__ = fun.__name__
+        self.__module__ = fun.__module__
+
+    def _task(self) -> Any:
+        app = _state.get_current_app()
+        name = self._name or app.gen_task_name(self.__wrapped__.__name__, self.__module__)
+        task = app.tasks.get(name)
+        if task is None:
+            task = self._adopt(app)
+        return task
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task(), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._task()(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self._task())

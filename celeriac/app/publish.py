@@ -1,0 +1,275 @@
+"""The client's hot path: route, build and publish task messages.
+
+Per-app state that does not change between calls (origin, reply-to id, routes, defaults)
+is computed once; per call there is one dict for the headers, one serializer call and one
+transport call, which takes a whole batch when ``send_many`` is used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac import _state, signals
+from celeriac.app.routing import Route, RouteResolver
+from celeriac.exceptions import OperationalError
+from celeriac.protocol.message import Envelope, build_task_envelope, isoformat
+from celeriac.transports.base import QueueSpec, Transport
+
+if TYPE_CHECKING:
+    from celeriac.app.base import Celery
+
+logger = logging.getLogger("celeriac.publish")
+
+_NON_PUBLISH_OPTIONS = frozenset({"add_to_parent", "result_cls", "producer", "connection",
+                                  "router", "publisher", "route_name", "retry", "retry_policy",
+                                  "declare", "mandatory", "immediate", "exchange_type"})
+
+
+def _signature_dicts(value: Any) -> list[Any] | None:
+    if not value:
+        return None
+    if isinstance(value, Mapping):
+        return [dict(value)]
+    return [dict(item) for item in value]
+
+
+class Publisher:
+    """Builds and sends task messages for one app, with one transport per thread."""
+
+    def __init__(self, app: Celery) -> None:
+        conf = app.conf
+        self.app = app
+        self.routes = RouteResolver(conf)
+        self.origin = f"gen{os.getpid()}@{socket.gethostname()}"
+        self.reply_to = app.oid
+        self.serializer: str = conf.task_serializer
+        self.compression: str | None = conf.task_compression
+        self.delivery_mode: int = conf.task_default_delivery_mode
+        self.default_priority: int | None = conf.task_default_priority
+        self.inherit_priority: bool = conf.task_inherit_parent_priority
+        self.retry: bool = conf.task_publish_retry
+        self.retry_policy: Mapping[str, Any] = conf.task_publish_retry_policy
+        self.ignore_result: bool = conf.task_ignore_result
+        self._local = threading.local()
+
+    # -- connections
+    def transport(self) -> Transport:
+        """This thread's transport (a new one after fork)."""
+        local = self._local
+        transport: Transport | None = getattr(local, "transport", None)
+        if transport is None or local.pid != os.getpid():
+            transport = self.app.create_transport()
+            local.transport, local.pid, local.declared = transport, os.getpid(), set()
+        return transport
+
+    def close(self) -> None:
+        transport = getattr(self._local, "transport", None)
+        if transport is not None and self._local.pid == os.getpid():
+            transport.close()
+        self._local = threading.local()
+
+    # -- building
+    def build(
+        self,
+        name: str,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        task_type: Any = None,
+        task_id: str | None = None,
+        countdown: float | None = None,
+        eta: dt.datetime | str | None = None,
+        expires: float | dt.datetime | str | None = None,
+        link: Any = None,
+        link_error: Any = None,
+        group_id: str | None = None,
+        group_index: int | None = None,
+        retries: int = 0,
+        chord: Any = None,
+        chain: Any = None,
+        reply_to: str | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        root_id: str | None = None,
+        parent_id: str | None = None,
+        shadow: str | None = None,
+        replaced_task_nesting: int = 0,
+        serializer: str | None = None,
+        compression: str | None = None,
+        priority: int | None = None,
+        headers: Mapping[str, Any] | None = None,
+        ignore_result: bool | None = None,
+        argsrepr: str | None = None,
+        kwargsrepr: str | None = None,
+        queue: Any = None,
+        exchange: Any = None,
+        routing_key: str | None = None,
+        delivery_mode: int | None = None,
+        stamped_headers: list[str] | None = None,
+        stamps: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> tuple[str, Envelope, Route]:
+        """Make the envelope of one call; return ``(task_id, envelope, route)``."""
+        task_id = task_id or str(uuid.uuid4())
+        route_options = (
+            {"queue": queue, "exchange": exchange, "routing_key": routing_key}
+            if queue or exchange is not None or routing_key is not None
+            else None
+        )
+        route = self.routes.route(name, getattr(task_type, "queue", None), args, kwargs,
+                                  route_options, task_type)
+        if task_type is not None:
+            serializer = serializer or task_type.serializer
+            compression = compression or task_type.compression
+            if priority is None:
+                priority = task_type.priority
+            if time_limit is None:
+                time_limit = task_type.time_limit
+            if soft_time_limit is None:
+                soft_time_limit = task_type.soft_time_limit
+            if expires is None:
+                expires = task_type.expires
+            if ignore_result is None:
+                ignore_result = task_type.ignore_result
+        parent = _state.get_current_task()
+        if parent is not None:
+            request = parent.request
+            if not request.called_directly:
+                parent_id = parent_id or request.id
+                root_id = root_id or request.root_id
+                if priority is None and self.inherit_priority:
+                    priority = request.priority
+        if priority is None:
+            priority = route.priority if route.priority is not None else self.default_priority
+        eta_text, expires_text, expiration_ms = self._times(countdown, eta, expires)
+        extra_properties = {
+            key: value for key, value in extra.items() if key not in _NON_PUBLISH_OPTIONS
+        }
+        envelope = build_task_envelope(
+            name,
+            task_id,
+            args or (),
+            kwargs or {},
+            serializer=serializer or self.serializer,
+            compression_name=compression or self.compression,
+            eta=eta_text,
+            expires=expires_text,
+            expiration_ms=expiration_ms,
+            retries=retries,
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            root_id=root_id,
+            parent_id=parent_id,
+            group_id=group_id,
+            group_index=group_index,
+            shadow=shadow,
+            callbacks=_signature_dicts(link),
+            errbacks=_signature_dicts(link_error),
+            chain=[dict(step) for step in chain] if chain else None,
+            chord=dict(chord) if chord else None,
+            origin=self.origin,
+            reply_to=reply_to or self.reply_to,
+            priority=priority,
+            delivery_mode=delivery_mode or self.delivery_mode,
+            ignore_result=bool(ignore_result if ignore_result is not None
+                               else self.ignore_result),
+            argsrepr=argsrepr,
+            kwargsrepr=kwargsrepr,
+            replaced_task_nesting=replaced_task_nesting,
+            stamped_headers=stamped_headers,
+            stamps=stamps,
+            extra_headers=headers,
+            extra_properties=extra_properties or None,
+        )
+        envelope.exchange = route.exchange
+        envelope.routing_key = route.routing_key
+        return task_id, envelope, route
+
+    @staticmethod
+    def _times(
+        countdown: float | None,
+        eta: dt.datetime | str | None,
+        expires: float | dt.datetime | str | None,
+    ) -> tuple[str | None, str | None, int | None]:
+        if countdown is None and eta is None and expires is None:
+            return None, None, None
+        now = dt.datetime.now(dt.UTC)
+        if countdown is not None:
+            eta = now + dt.timedelta(seconds=countdown)
+        eta_text = eta if isinstance(eta, str) or eta is None else isoformat(eta)
+        expiration_ms = None
+        if isinstance(expires, int | float):
+            expires = now + dt.timedelta(seconds=expires)
+        if isinstance(expires, dt.datetime):
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=dt.UTC)
+            expiration_ms = int((expires - now).total_seconds() * 1000)
+            expires = isoformat(expires)
+        return eta_text, expires, expiration_ms
+
+    # -- sending
+    def publish(self, envelopes: Sequence[Envelope], queues: Sequence[QueueSpec]) -> None:
+        """Declare the queues not yet declared by this thread, then publish the batch."""
+        send_signals = (
+            signals.before_task_publish.has_listeners()
+            or signals.after_task_publish.has_listeners()
+        )
+        if send_signals:
+            for envelope in envelopes:
+                signals.before_task_publish.send(
+                    sender=envelope.headers["task"], body=envelope.body,
+                    exchange=envelope.exchange, routing_key=envelope.routing_key,
+                    headers=envelope.headers, properties=envelope.properties,
+                    declare=list(queues), retry_policy=self.retry_policy,
+                )
+        self._with_retries(lambda transport: self._send(transport, envelopes, queues))
+        if send_signals:
+            for envelope in envelopes:
+                signals.after_task_publish.send(
+                    sender=envelope.headers["task"], body=envelope.body,
+                    headers=envelope.headers, exchange=envelope.exchange,
+                    routing_key=envelope.routing_key,
+                )
+
+    def _send(
+        self, transport: Transport, envelopes: Sequence[Envelope], queues: Sequence[QueueSpec]
+    ) -> None:
+        declared: set[str] = self._local.declared
+        missing = [queue for queue in queues if queue.name not in declared]
+        if missing:
+            unique = list({queue.name: queue for queue in missing}.values())
+            transport.declare(unique)
+            declared.update(queue.name for queue in unique)
+        transport.publish(envelopes)
+
+    def _with_retries(self, action: Callable[[Transport], None]) -> None:
+        policy = self.retry_policy
+        max_retries = int(policy.get("max_retries", 3)) if self.retry else 0
+        interval = float(policy.get("interval_start", 0))
+        step = float(policy.get("interval_step", 0.2))
+        interval_max = float(policy.get("interval_max", 1))
+        attempt = 0
+        while True:
+            transport = self.transport()
+            try:
+                action(transport)
+                return
+            except (OperationalError, ConnectionError, OSError) as exc:
+                if attempt >= max_retries:
+                    raise OperationalError(
+                        f"cannot publish to {transport.url}: {exc} "
+                        f"(gave up after {attempt} retries)"
+                    ) from exc
+                attempt += 1
+                logger.warning("Publishing failed (%s); retry %d/%d in %.2fs",
+                               exc, attempt, max_retries, interval)
+                self.close()
+                time.sleep(interval)
+                interval = min(interval + step, interval_max)

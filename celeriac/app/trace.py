@@ -1,0 +1,483 @@
+"""Run one task: the request context, hooks, signals, result storage and workflow steps.
+
+This is the worker's hot path, shared with ``Task.apply()``. What depends only on the task
+type (its function, flags, whether hooks are overridden, whether signals have receivers) is
+worked out once per task in :class:`TaskRunner`; per call there is one ``Context``, the
+function call, and one result meta handed to a :class:`ResultSink` that may batch stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import logging
+import os
+import random
+
+import time
+import traceback as tb
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from celeriac import _state, signals, states
+from celeriac.app.task import Context, Task
+from celeriac.canvas.signature import Signature
+from celeriac.exceptions import ChordError, Ignore, Reject, Retry
+from celeriac.protocol.message import parse_datetime, safe_repr
+from celeriac.protocol.results import build_meta, exception_from_dict, exception_to_dict
+
+if TYPE_CHECKING:
+    from celeriac.app.base import Celery
+    from celeriac.backends.base import ResultBackend
+    from celeriac.result import EagerResult
+
+logger = logging.getLogger("celeriac.worker")
+
+
+class ExceptionInfo:
+    """The exception of a failed task and its formatted traceback (Celery's ``einfo``)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exception = exc
+        self.type = type(exc)
+        self.traceback = "".join(tb.format_exception(exc))
+
+    def __str__(self) -> str:
+        return self.traceback
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one execution, for the worker (acks, logs, counters)."""
+
+    state: str
+    retval: Any = None
+    exception: BaseException | None = None
+    traceback: str | None = None
+    runtime: float = 0.0
+    #: ``Reject``: requeue the message instead of acking it.
+    requeue: bool | None = None
+
+
+class ResultSink:
+    """Collects result metas and writes them in batches (``flush``)."""
+
+    def __init__(self, backend: ResultBackend, batch: bool = False) -> None:
+        self.backend = backend
+        self.batch = batch
+        self.pending: list[dict[str, Any]] = []
+
+    def add(self, meta: dict[str, Any]) -> None:
+        if self.batch:
+            self.pending.append(meta)
+        else:
+            self.backend.store([meta])
+
+    def flush(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, []
+            self.backend.store(pending)
+
+
+def _overrides(task: Task[Any, Any], hook: str) -> bool:
+    return getattr(type(task), hook) is not getattr(Task, hook)
+
+
+_event_loops: dict[int, asyncio.AbstractEventLoop] = {}
+
+
+def run_coroutine(coroutine: Any) -> Any:
+    """Run an ``async def`` task's coroutine on this thread's long-lived event loop."""
+    import threading
+
+    key = threading.get_ident()
+    loop = _event_loops.get(key)
+    if loop is None or loop.is_closed():
+        loop = _event_loops[key] = asyncio.new_event_loop()
+    return loop.run_until_complete(coroutine)
+
+
+class TaskRunner:
+    """Executes calls of one task type; built once per task per worker process."""
+
+    def __init__(self, app: Celery, task: Task[Any, Any], hostname: str = "",
+                 eager: bool = False) -> None:
+        conf = app.conf
+        self.app = app
+        self.task = task
+        self.name = task.name
+        self.fun: Callable[..., Any] = task.run
+        self.hostname = hostname
+        self.eager = eager
+        self.is_async = inspect.iscoroutinefunction(getattr(task, "__wrapped__", None))
+        backend_enabled = app.backend.capabilities.enabled if not eager else True
+        ignore = task.ignore_result if task.ignore_result is not None else conf.task_ignore_result
+        self.ignore_result = bool(ignore)
+        self.backend_enabled = backend_enabled
+        store_errors = task.store_errors_even_if_ignored
+        self.store_errors = bool(conf.task_store_errors_even_if_ignored
+                                 if store_errors is None else store_errors)
+        track = task.track_started
+        self.track_started = bool(conf.task_track_started if track is None else track)
+        self.extended = bool(conf.result_extended)
+        self.hooks = {hook: _overrides(task, hook) for hook in (
+            "before_start", "on_success", "on_failure", "on_retry", "after_return")}
+        self.autoretry_for = tuple(task.autoretry_for)
+        self.dont_autoretry_for = tuple(task.dont_autoretry_for)
+        self.throws = tuple(task.throws)
+        self.request_var = task._request_var
+        self.pid = os.getpid()
+
+    # -- one call
+    def __call__(
+        self,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        request: Mapping[str, Any],
+        sink: ResultSink | None,
+    ) -> Outcome:
+        task = self.task
+        context = Context(request)
+        context.id = task_id
+        context.args = args
+        context.kwargs = kwargs
+        context.called_directly = False
+        context.hostname = self.hostname
+        store = (sink is not None and self.backend_enabled
+                 and not (self.ignore_result or context.ignore_result))
+        token = self.request_var.set(context)
+        task_token = _state.current_task_var.set(task)
+        prerun = signals.task_prerun.has_listeners()
+        if prerun:
+            signals.task_prerun.send(sender=task, task_id=task_id, task=task, args=args,
+                                     kwargs=kwargs)
+        started = time.monotonic()
+        try:
+            if store and self.track_started:
+                assert sink is not None
+                sink.add(build_meta(task_id, states.STARTED,
+                                    {"pid": self.pid, "hostname": self.hostname},
+                                    extra=self._meta_extra(context)))
+            if self.hooks["before_start"]:
+                task.before_start(task_id, args, kwargs)
+            retval = self.fun(*args, **kwargs)
+            if self.is_async or inspect.isawaitable(retval):
+                retval = run_coroutine(retval)
+        except BaseException as exc:  # noqa: BLE001 - every failure is the task's outcome
+            outcome = self._on_exception(exc, context, store, sink, started)
+        else:
+            outcome = Outcome(states.SUCCESS, retval, runtime=time.monotonic() - started)
+            self._on_success(retval, context, store, sink)
+        finally:
+            self.request_var.reset(token)
+            _state.current_task_var.reset(task_token)
+        if self.hooks["after_return"]:
+            einfo = ExceptionInfo(outcome.exception) if outcome.exception else None
+            self._safely(task.after_return, outcome.state, outcome.retval, task_id, args,
+                         kwargs, einfo)
+        if prerun or signals.task_postrun.has_listeners():
+            signals.task_postrun.send(sender=task, task_id=task_id, task=task, args=args,
+                                      kwargs=kwargs, retval=outcome.retval, state=outcome.state)
+        return outcome
+
+    def _meta_extra(self, context: Context) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if context.parent_id:
+            extra["parent_id"] = context.parent_id
+        if context.group:
+            extra["group_id"] = context.group
+        if self.extended:
+            extra.update(name=self.name, args=list(context.args), kwargs=dict(context.kwargs),
+                         worker=self.hostname, retries=context.retries,
+                         queue=(context.delivery_info or {}).get("routing_key"))
+        return extra
+
+    def _safely(self, hook: Callable[..., Any], *args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            logger.exception("Task %s: hook %s raised", self.name, hook.__name__)
+
+    # -- success
+    def _on_success(self, retval: Any, context: Context, store: bool,
+                    sink: ResultSink | None) -> None:
+        task_id = context.id or ""
+        meta = None
+        if store or context.chord:
+            meta = build_meta(task_id, states.SUCCESS, retval, extra=self._meta_extra(context))
+            if store:
+                assert sink is not None
+                sink.add(meta)
+        if self.hooks["on_success"]:
+            self._safely(self.task.on_success, retval, task_id, context.args, context.kwargs)
+        if signals.task_success.has_listeners():
+            signals.task_success.send(sender=self.task, result=retval)
+        self._apply_workflow(retval, context)
+        if context.chord:
+            if sink is not None:
+                sink.flush()  # members must be stored before the body can read them
+            self._chord_part(context, meta or {})
+
+    def _apply_workflow(self, retval: Any, context: Context) -> None:
+        ids = {"parent_id": context.id, "root_id": context.root_id or context.id}
+        if context.priority:
+            ids["priority"] = context.priority
+        for callback in context.callbacks or ():
+            sig = Signature.from_dict(callback, app=self.app)
+            sig.apply_async((retval,), **ids)
+        chain = list(context.chain or ())
+        if chain:
+            next_step = Signature.from_dict(chain.pop(), app=self.app)
+            next_step.apply_async((retval,), chain=chain or None, **ids)
+
+    def _chord_part(self, context: Context, meta: Mapping[str, Any]) -> None:
+        chord = context.chord
+        group_id = context.group
+        if not chord or not group_id:
+            return
+        body = Signature.from_dict(chord, app=self.app)
+        size = int(chord.get("chord_size") or body.options.get("chord_size") or 0)
+        index = context.group_index or 0
+        member_meta = dict(meta) or build_meta(context.id or "", states.SUCCESS, None)
+        members = self.app.backend.chord_part_return(group_id, size, index, member_meta)
+        if members is None:
+            return
+        failed = [m for m in members if m.get("status") in states.PROPAGATE_STATES]
+        if failed:
+            first = failed[0]
+            error = ChordError(
+                f"Dependency {first.get('task_id')} raised "
+                f"{exception_from_dict(first.get('result'))!r}"
+            )
+            self._fail_chord_body(body, error)
+            return
+        results = [m.get("result") for m in members]
+        body.apply_async((results,), parent_id=context.id, root_id=context.root_id)
+
+    def _fail_chord_body(self, body: Signature[Any], error: ChordError) -> None:
+        body_id = body.id
+        if body_id:
+            self.app.backend.store([build_meta(body_id, states.FAILURE,
+                                               exception_to_dict(error))])
+        for errback in body.options.get("link_error") or ():
+            sig = Signature.from_dict(errback, app=self.app)
+            sig.apply_async((body_id,) if not sig.immutable else ())
+
+    # -- failure
+    def _on_exception(self, exc: BaseException, context: Context, store: bool,
+                      sink: ResultSink | None, started: float) -> Outcome:
+        runtime = time.monotonic() - started
+        if isinstance(exc, Retry):
+            return self._on_retry(exc, context, store, sink, runtime)
+        if isinstance(exc, Ignore):
+            return Outcome(states.IGNORED, runtime=runtime)
+        if isinstance(exc, Reject):
+            return Outcome(states.REJECTED, exception=exc, runtime=runtime, requeue=exc.requeue)
+        if (self.autoretry_for and isinstance(exc, self.autoretry_for)
+                and not isinstance(exc, self.dont_autoretry_for)
+                and not context.is_eager):
+            try:
+                self._autoretry(exc, context)
+            except Retry as retry:
+                return self._on_retry(retry, context, store, sink, runtime)
+            except BaseException as final:  # noqa: BLE001 - max retries: the task fails
+                exc = final
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise exc
+        return self._on_failure(exc, context, store, sink, runtime)
+
+    def _autoretry(self, exc: BaseException, context: Context) -> None:
+        task = self.task
+        options = dict(task.retry_kwargs)
+        if task.retry_backoff and "countdown" not in options:
+            factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
+            countdown = min(task.retry_backoff_max, factor * (2 ** context.retries))
+            if task.retry_jitter:
+                countdown = random.randrange(int(countdown) + 1)  # noqa: S311 - not crypto
+            options["countdown"] = countdown
+        token = self.request_var.set(context)
+        try:
+            task.retry(exc=exc, **options)
+        finally:
+            self.request_var.reset(token)
+
+    def _on_retry(self, retry: Retry, context: Context, store: bool,
+                  sink: ResultSink | None, runtime: float) -> Outcome:
+        reason = retry.exc if retry.exc is not None else retry
+        einfo = ExceptionInfo(reason)
+        if store and sink is not None:
+            sink.add(build_meta(context.id or "", states.RETRY, exception_to_dict(reason),
+                                einfo.traceback, extra=self._meta_extra(context)))
+        if self.hooks["on_retry"]:
+            self._safely(self.task.on_retry, reason, context.id, context.args, context.kwargs,
+                         einfo)
+        if signals.task_retry.has_listeners():
+            signals.task_retry.send(sender=self.task, request=context, reason=reason,
+                                    einfo=einfo)
+        logger.info("Task %s[%s] retry: %s", self.name, context.id, retry)
+        return Outcome(states.RETRY, exception=retry, traceback=einfo.traceback, runtime=runtime)
+
+    def _on_failure(self, exc: BaseException, context: Context, store: bool,
+                    sink: ResultSink | None, runtime: float) -> Outcome:
+        einfo = ExceptionInfo(exc)
+        task_id = context.id or ""
+        meta = build_meta(task_id, states.FAILURE, exception_to_dict(exc), einfo.traceback,
+                          extra=self._meta_extra(context))
+        if sink is not None and self.backend_enabled and (store or self.store_errors):
+            sink.add(meta)
+        if self.hooks["on_failure"]:
+            self._safely(self.task.on_failure, exc, task_id, context.args, context.kwargs, einfo)
+        if signals.task_failure.has_listeners():
+            signals.task_failure.send(sender=self.task, task_id=task_id, exception=exc,
+                                      args=context.args, kwargs=context.kwargs,
+                                      traceback=exc.__traceback__, einfo=einfo)
+        self._apply_errbacks(exc, einfo, context)
+        if context.chord:
+            if sink is not None:
+                sink.flush()
+            self._chord_part(context, meta)
+        if not isinstance(exc, self.throws):
+            logger.error("Task %s[%s] raised unexpected: %r\n%s", self.name, task_id, exc,
+                         einfo.traceback)
+        else:
+            logger.info("Task %s[%s] raised expected: %r", self.name, task_id, exc)
+        return Outcome(states.FAILURE, exception=exc, traceback=einfo.traceback,
+                       runtime=runtime)
+
+    def _apply_errbacks(self, exc: BaseException, einfo: ExceptionInfo,
+                        context: Context) -> None:
+        for errback in context.errbacks or ():
+            sig = Signature.from_dict(errback, app=self.app)
+            try:
+                target = self.app.tasks.get(sig.task)
+                fun = getattr(target, "__wrapped__", None) if target is not None else None
+                if fun is not None and _takes_request(fun, bool(target._bound)):
+                    # "New style" errback: called here with (request, exc, traceback).
+                    sig(context, exc, einfo.traceback)
+                else:
+                    sig.apply_async((context.id,), parent_id=context.id,
+                                    root_id=context.root_id or context.id)
+            except Exception:
+                logger.exception("Task %s[%s]: errback %r failed", self.name, context.id, sig)
+
+
+def _takes_request(fun: Callable[..., Any], bound: bool) -> bool:
+    try:
+        parameters = list(inspect.signature(fun).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if bound:
+        parameters = parameters[1:]
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) > 1 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
+def request_from_headers(
+    headers: Mapping[str, Any],
+    properties: Mapping[str, Any],
+    embed: Mapping[str, Any],
+    delivery_info: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ``task.request`` values of a message: every header, plus what Celery adds."""
+    request = dict(headers)
+    request.update(
+        retries=headers.get("retries") or 0,
+        callbacks=embed.get("callbacks"),
+        errbacks=embed.get("errbacks"),
+        chain=embed.get("chain"),
+        chord=embed.get("chord"),
+        delivery_info=delivery_info,
+        reply_to=properties.get("reply_to"),
+        correlation_id=properties.get("correlation_id"),
+        priority=properties.get("priority"),
+        properties=properties,
+        headers=headers,
+        is_eager=False,
+    )
+    return request
+
+
+def is_expired(headers: Mapping[str, Any], now: dt.datetime | None = None) -> bool:
+    expires = parse_datetime(headers.get("expires"))
+    if expires is None:
+        return False
+    return expires <= (now or dt.datetime.now(dt.UTC))
+
+
+def apply_eagerly(
+    task: Task[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    task_id: str,
+    retries: int = 0,
+    throw: bool | None = None,
+    link: Any = None,
+    link_error: Any = None,
+    options: Mapping[str, Any] | None = None,
+) -> EagerResult:
+    """``Task.apply()``: run in this process through the same path as the worker."""
+    from celeriac.result import EagerResult
+
+    app = task.app
+    conf = app.conf
+    options = options or {}
+    parent = _state.get_current_task()
+    parent_request = parent.request if parent is not None else None
+    request: dict[str, Any] = {
+        "id": task_id,
+        "task": task.name,
+        "retries": retries,
+        "is_eager": True,
+        "root_id": options.get("root_id") or getattr(parent_request, "root_id", None) or task_id,
+        "parent_id": options.get("parent_id") or getattr(parent_request, "id", None),
+        "group": options.get("group_id"),
+        "group_index": options.get("group_index"),
+        "callbacks": _as_list(link),
+        "errbacks": _as_list(link_error),
+        "chain": options.get("chain"),
+        "headers": options.get("headers"),
+        "delivery_info": {"is_eager": True},
+        "ignore_result": options.get("ignore_result", False),
+    }
+    if options.get("headers"):
+        request.update(options["headers"])
+    store_eager = task.store_eager_result
+    if store_eager is None:
+        store_eager = conf.task_store_eager_result
+    sink = ResultSink(app.backend) if store_eager and app.backend.capabilities.enabled else None
+    runner = TaskRunner(app, task, eager=True)
+    outcome = runner(task_id, args, kwargs, request, sink)
+    if throw is None:
+        throw = bool(conf.task_eager_propagates)
+    if throw and outcome.exception is not None and outcome.state == states.FAILURE:
+        raise outcome.exception
+    value = outcome.retval if outcome.state == states.SUCCESS else outcome.exception
+    return EagerResult(task_id, value, outcome.state, traceback=outcome.traceback,
+                       name=task.name)
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    if not value:
+        return None
+    return [value] if isinstance(value, Mapping) else list(value)
+
+
+def format_exception_line(exc: BaseException) -> str:
+    return safe_repr(exc, 512)
+
+
+__all__ = [
+    "ExceptionInfo",
+    "Outcome",
+    "ResultSink",
+    "TaskRunner",
+    "apply_eagerly",
+    "is_expired",
+    "request_from_headers",
+    "run_coroutine",
+]
+

@@ -1,0 +1,1 @@
+"""Small helpers at the import paths Celery users know (``celeriac.utils.log``...)."""

@@ -1,0 +1,1 @@
+"""The worker: consumer (fetch, validate, dispatch, ack), pools and timers."""

@@ -1,0 +1,308 @@
+"""The consumer: fetch a batch, check each message, hold ETAs, dispatch to the pool, ack.
+
+One loop in the worker's main thread. Per message it reads only the headers (protocol v2
+keeps what routing and validation need there); the body is decoded where the task runs.
+Acks and rejects are collected and sent once per loop turn, as one batch.
+
+Prefetch follows Celery: at most ``concurrency * worker_prefetch_multiplier`` messages are
+reserved and not yet acknowledged. Early-acked messages stop counting when they are handed
+to the pool; messages held for their ETA do not count (Celery raises its QoS for them).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from celeriac import signals, states
+from celeriac.app.trace import is_expired
+from celeriac.exceptions import NotRegistered, TaskRevokedError
+from celeriac.protocol.message import check_task_headers, parse_datetime, upgrade_v1
+from celeriac.protocol.results import build_meta, exception_to_dict
+from celeriac.transports.base import Delivery, QueueSpec, Transport
+from celeriac.worker.job import Completion, Job
+from celeriac.worker.pools.base import Pool
+
+if TYPE_CHECKING:
+    from celeriac.app.base import Celery
+
+logger = logging.getLogger("celeriac.worker")
+
+#: How often the pool is checked for dead processes and hard time limits (seconds).
+UPKEEP_INTERVAL = 0.25
+#: Longest blocking fetch when idle, so shutdown requests are seen promptly.
+IDLE_FETCH_TIMEOUT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFlags:
+    """Per task type settings the consumer needs, resolved once."""
+
+    acks_late: bool
+    reject_on_worker_lost: bool
+    acks_on_failure_or_timeout: bool
+    soft_time_limit: float | None
+    hard_time_limit: float | None
+
+
+class Consumer:
+    def __init__(
+        self,
+        app: Celery,
+        transport: Transport,
+        pool: Pool,
+        queues: Sequence[QueueSpec],
+        prefetch_count: int,
+        accept: frozenset[str] | None,
+    ) -> None:
+        self.app = app
+        self.transport = transport
+        self.pool = pool
+        self.queues = list(queues)
+        self.queue_names = [queue.name for queue in queues]
+        self.prefetch_count = prefetch_count
+        self.accept = accept
+        self.flags: dict[str, TaskFlags] = {}
+        self.ready: deque[Job] = deque()
+        self.eta_heap: list[tuple[float, int, Job]] = []
+        #: Deliveries still to be acked or rejected when their job completes (late ack).
+        self.late: dict[int, Delivery] = {}
+        #: Deliveries of jobs not yet dispatched (ready or ETA-held).
+        self.held: dict[int, Delivery] = {}
+        self.to_ack: list[Delivery] = []
+        self.to_drop: list[Delivery] = []
+        self.to_requeue: list[Delivery] = []
+        self.seq = 0
+        self.processed = 0
+        self.next_upkeep = 0.0
+        self.stopping = False
+        conf = app.conf
+        self.default_acks_late = bool(conf.task_acks_late)
+        self.default_reject_lost = bool(conf.task_reject_on_worker_lost)
+        self.default_ack_failures = bool(conf.task_acks_on_failure_or_timeout)
+        self.default_soft = conf.task_soft_time_limit
+        self.default_hard = conf.task_time_limit
+
+    # -- the loop
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        self.transport.declare(self.queues)
+        while not should_stop():
+            self.step()
+
+    def step(self) -> None:
+        self.complete(self.pool.wait(0))
+        now = time.monotonic()
+        if now >= self.next_upkeep:
+            self.next_upkeep = now + UPKEEP_INTERVAL
+            self.complete(self.pool.check())
+        self.release_due_etas()
+        room = self.prefetch_count - len(self.ready) - len(self.late)
+        fetched = 0
+        if room > 0:
+            busy = bool(self.ready) or self.pool.active() > 0
+            deliveries = self.transport.fetch(self.queue_names, room,
+                                              0.0 if busy else self.idle_timeout())
+            fetched = len(deliveries)
+            for delivery in deliveries:
+                self.receive(delivery)
+        self.dispatch()
+        self.flush()
+        if not fetched and self.pool.active():
+            self.complete(self.pool.wait(0.002 if room > 0 else 0.05))
+            self.flush()
+
+    def idle_timeout(self) -> float:
+        if self.eta_heap:
+            until = self.eta_heap[0][0] - time.time()
+            return max(0.0, min(IDLE_FETCH_TIMEOUT, until))
+        return IDLE_FETCH_TIMEOUT
+
+    # -- receiving
+    def receive(self, delivery: Delivery) -> None:
+        envelope = delivery.envelope
+        headers = envelope.headers
+        try:
+            if "task" not in headers:
+                upgrade_v1(envelope, self.accept)
+            check_task_headers(headers)
+        except Exception as exc:
+            tag = headers.get("id") or envelope.properties.get("correlation_id") or delivery.tag
+            logger.error("Discarding invalid message %s from queue %r: %s", tag, delivery.queue,
+                         exc)
+            self.to_drop.append(delivery)
+            return
+        name, task_id = headers["task"], headers["id"]
+        if self.accept is not None and envelope.content_type not in self.accept:
+            logger.error("Discarding message %s (task %s): content type %r is not in "
+                         "accept_content (%s)", task_id, name, envelope.content_type,
+                         ", ".join(sorted(self.accept)))
+            self.to_drop.append(delivery)
+            return
+        flags = self.flags.get(name) or self.task_flags(name)
+        if flags is None:
+            self.unknown_task(delivery, name, task_id)
+            return
+        if headers.get("expires") and is_expired(headers):
+            self.revoke_expired(delivery, name, task_id)
+            return
+        self.seq += 1
+        timelimit = headers.get("timelimit") or (None, None)
+        job = Job(
+            self.seq, name, task_id, envelope.body, envelope.content_type,
+            envelope.content_encoding, headers, envelope.properties,
+            {"exchange": envelope.exchange, "routing_key": envelope.routing_key or delivery.queue,
+             "redelivered": delivery.redelivered, "priority": envelope.properties.get("priority")},
+            timelimit[1] if timelimit[1] is not None else flags.soft_time_limit,
+            timelimit[0] if timelimit[0] is not None else flags.hard_time_limit,
+        )
+        self.held[job.seq] = delivery
+        if signals.task_received.has_listeners():
+            signals.task_received.send(sender=self, request=job)
+        eta = headers.get("eta")
+        if eta:
+            when = self.eta_timestamp(eta, task_id)
+            if when is not None and when > time.time():
+                heapq.heappush(self.eta_heap, (when, job.seq, job))
+                return
+        self.ready.append(job)
+
+    def eta_timestamp(self, eta: Any, task_id: str) -> float | None:
+        try:
+            parsed = parse_datetime(eta)
+        except Exception as exc:
+            logger.warning("Task %s has an unreadable eta %r (%s): running it now", task_id,
+                           eta, exc)
+            return None
+        return parsed.timestamp() if parsed is not None else None
+
+    def task_flags(self, name: str) -> TaskFlags | None:
+        task = self.app.tasks.get(name)
+        if task is None:
+            return None
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        flags = TaskFlags(
+            acks_late=bool(pick(task.acks_late, self.default_acks_late)),
+            reject_on_worker_lost=bool(pick(task.reject_on_worker_lost,
+                                            self.default_reject_lost)),
+            acks_on_failure_or_timeout=bool(pick(task.acks_on_failure_or_timeout,
+                                                 self.default_ack_failures)),
+            soft_time_limit=pick(task.soft_time_limit, self.default_soft),
+            hard_time_limit=pick(task.time_limit, self.default_hard),
+        )
+        self.flags[name] = flags
+        return flags
+
+    def unknown_task(self, delivery: Delivery, name: str, task_id: str) -> None:
+        logger.error("Received unregistered task %r (message %s): discarded. Is the module "
+                     "that defines it imported by this worker (include=/autodiscover)?",
+                     name, task_id)
+        error = NotRegistered(name)
+        self._store([build_meta(task_id, states.FAILURE, exception_to_dict(error),
+                                f"NotRegistered: {name!r}")])
+        if signals.task_unknown.has_listeners():
+            signals.task_unknown.send(sender=self, name=name, id=task_id,
+                                      message=delivery.envelope, exc=error)
+        self.to_drop.append(delivery)
+
+    def revoke_expired(self, delivery: Delivery, name: str, task_id: str) -> None:
+        logger.info("Task %s[%s] expired before it could run: discarded", name, task_id)
+        self._store([build_meta(task_id, states.REVOKED,
+                                exception_to_dict(TaskRevokedError("expired")))])
+        self.to_ack.append(delivery)
+
+    def _store(self, metas: list[dict[str, Any]]) -> None:
+        backend = self.app.backend
+        if backend.capabilities.enabled:
+            try:
+                backend.store(metas)
+            except Exception as exc:
+                logger.error("Cannot store result in %s: %s", backend.url, exc)
+
+    # -- dispatching
+    def release_due_etas(self) -> None:
+        heap = self.eta_heap
+        if heap:
+            now = time.time()
+            while heap and heap[0][0] <= now:
+                self.ready.append(heapq.heappop(heap)[2])
+
+    def dispatch(self) -> None:
+        ready = self.ready
+        free = self.pool.free_slots()
+        if not ready or free <= 0:
+            return
+        jobs = [ready.popleft() for _ in range(min(free, len(ready)))]
+        early: list[Delivery] = []
+        for job in jobs:
+            delivery = self.held.pop(job.seq)
+            if self.flags[job.task_name].acks_late:
+                self.late[job.seq] = delivery
+            else:
+                early.append(delivery)
+        if early:
+            self.transport.ack(early)  # early ack: before the tasks run
+        self.pool.submit(jobs)
+
+    def complete(self, completions: Sequence[Completion]) -> None:
+        if not completions:
+            return
+        self.processed += len(completions)
+        late = self.late
+        for completion in completions:
+            delivery = late.pop(completion.seq, None)
+            if delivery is None:
+                continue
+            self.settle_late(completion, delivery)
+
+    def settle_late(self, completion: Completion, delivery: Delivery) -> None:
+        name = delivery.envelope.headers["task"]
+        flags = self.flags[name]
+        if completion.state == states.REJECTED:
+            (self.to_requeue if completion.requeue else self.to_drop).append(delivery)
+        elif completion.worker_lost:
+            (self.to_requeue if flags.reject_on_worker_lost else self.to_ack).append(delivery)
+        elif completion.state == states.FAILURE and not flags.acks_on_failure_or_timeout:
+            self.to_drop.append(delivery)
+        else:
+            self.to_ack.append(delivery)
+
+    def flush(self) -> None:
+        transport = self.transport
+        if self.to_ack:
+            batch, self.to_ack = self.to_ack, []
+            transport.ack(batch)
+        if self.to_drop:
+            batch, self.to_drop = self.to_drop, []
+            transport.reject(batch, requeue=False)
+        if self.to_requeue:
+            batch, self.to_requeue = self.to_requeue, []
+            transport.reject(batch, requeue=True)
+
+    # -- shutdown
+    def release_held(self) -> None:
+        """Warm shutdown: give back what was fetched but not started."""
+        held = list(self.held.values())
+        self.held.clear()
+        self.ready.clear()
+        self.eta_heap.clear()
+        if held:
+            self.transport.reject(held, requeue=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "processed": self.processed,
+            "reserved": len(self.ready),
+            "scheduled": len(self.eta_heap),
+            "active": self.pool.active(),
+            "prefetch_count": self.prefetch_count,
+            "now": dt.datetime.now(dt.UTC).isoformat(),
+        }

@@ -1,0 +1,89 @@
+"""Executes jobs in the process that runs tasks (a prefork child, a thread, or solo).
+
+One :class:`Executor` per executing process: task runners are built once per task type,
+results of a batch of jobs are stored in one backend call.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from celeriac import states
+from celeriac.app.trace import ResultSink, TaskRunner, is_expired, request_from_headers
+from celeriac.exceptions import SoftTimeLimitExceeded, TaskRevokedError
+from celeriac.protocol.message import Envelope, decode_task_body
+from celeriac.protocol.results import build_meta, exception_to_dict
+from celeriac.worker.job import Completion, Job
+
+if TYPE_CHECKING:
+    from celeriac.app.base import Celery
+
+logger = logging.getLogger("celeriac.worker")
+
+
+def _raise_soft_time_limit(signum: int, frame: Any) -> None:
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
+class Executor:
+    """Runs jobs; ``run_batch`` stores all their results in one backend call."""
+
+    def __init__(self, app: Celery, hostname: str, accept: frozenset[str] | None,
+                 batch_results: bool = True) -> None:
+        self.app = app
+        self.hostname = hostname
+        self.accept = accept
+        self.runners: dict[str, TaskRunner] = {}
+        self.sink = ResultSink(app.backend, batch=batch_results)
+        self.can_alarm = threading.current_thread() is threading.main_thread()
+        if self.can_alarm:
+            signal.signal(signal.SIGALRM, _raise_soft_time_limit)
+
+    def runner(self, name: str) -> TaskRunner:
+        runner = self.runners.get(name)
+        if runner is None:
+            runner = self.runners[name] = TaskRunner(self.app, self.app.tasks[name],
+                                                     self.hostname)
+        return runner
+
+    def run_batch(self, jobs: Sequence[Job]) -> list[Completion]:
+        try:
+            return [self.run(job) for job in jobs]
+        finally:
+            self.sink.flush()
+
+    def run(self, job: Job) -> Completion:
+        try:
+            runner = self.runner(job.task_name)
+            envelope = Envelope(job.body, job.headers, job.properties, job.content_type,
+                                job.content_encoding)
+            body = decode_task_body(envelope, self.accept)
+        except Exception as exc:  # bad message: fail this task alone, with the reason
+            logger.error("Task %s[%s]: cannot decode message: %s", job.task_name, job.task_id,
+                         exc)
+            self.sink.add(build_meta(job.task_id, states.FAILURE, exception_to_dict(exc),
+                                     f"{type(exc).__name__}: {exc}"))
+            return Completion(job.seq, states.FAILURE)
+        if job.headers.get("expires") and is_expired(job.headers):
+            return self._expired(job)
+        request = request_from_headers(job.headers, job.properties, body.embed,
+                                       job.delivery_info)
+        soft = job.soft_time_limit
+        if soft and self.can_alarm:
+            signal.setitimer(signal.ITIMER_REAL, soft)
+        try:
+            outcome = runner(job.task_id, body.args, body.kwargs, request, self.sink)
+        finally:
+            if soft and self.can_alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        return Completion(job.seq, outcome.state, bool(outcome.requeue))
+
+    def _expired(self, job: Job) -> Completion:
+        logger.info("Task %s[%s] expired before it could run", job.task_name, job.task_id)
+        error = TaskRevokedError("expired")
+        self.sink.add(build_meta(job.task_id, states.REVOKED, exception_to_dict(error)))
+        return Completion(job.seq, states.REVOKED)

@@ -1,0 +1,32 @@
+"""A job: one task message as handed from the consumer to a pool, and its completion.
+
+Jobs are plain tuples so that a batch of them pickles fast on its way to a child process.
+The body is decoded in the executing process, so the consumer never pays for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Job(NamedTuple):
+    seq: int
+    task_name: str
+    task_id: str
+    body: bytes
+    content_type: str
+    content_encoding: str
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+    delivery_info: dict[str, Any]
+    soft_time_limit: float | None
+    hard_time_limit: float | None
+
+
+class Completion(NamedTuple):
+    seq: int
+    state: str
+    #: For a rejected task: put the message back on its queue.
+    requeue: bool = False
+    #: The executing process died (or was killed) while running the job.
+    worker_lost: bool = False

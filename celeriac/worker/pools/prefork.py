@@ -1,0 +1,245 @@
+"""The prefork pool: ``concurrency`` forked child processes, fed jobs in small batches.
+
+Each child has a pipe to the parent. The parent keeps up to ``2 * batch`` jobs queued per
+child and sends a new batch when half of them are done, so a child always has its next
+batch waiting and no per-task round trip stands between two tasks. A child writes the
+sequence number of the job it is running into shared memory, so when it dies (or is killed
+for its hard time limit) the parent knows which job was running (it fails with
+``WorkerLostError`` or ``TimeLimitExceeded``), which were done, and which never started
+(they are sent to another child). The dead child is replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import RawArray
+from typing import Any
+
+from celeriac import signals, states
+from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
+from celeriac.protocol.results import build_meta, exception_to_dict
+from celeriac.worker.execute import Executor
+from celeriac.worker.job import Completion, Job
+from celeriac.worker.pools.base import PoolContext
+
+logger = logging.getLogger("celeriac.worker")
+
+_context = multiprocessing.get_context("fork")
+
+#: Jobs per batch sent to a child; up to twice this many are queued per child.
+BATCH = 4
+#: Shared slot values: sequence number of the running job (-1: none) and its start time.
+_IDLE = -1.0
+
+
+def _child_main(conn: Any, context: PoolContext, slots: Any, index: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about shutdown
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signals.worker_process_init.send(sender=None)
+    executor = Executor(context.app, context.hostname, context.accept)
+    base = index * 3
+    done = 0
+    limit = context.max_tasks_per_child
+    try:
+        while True:
+            try:
+                jobs = conn.recv()
+            except (EOFError, OSError):
+                break
+            if jobs is None:
+                break
+            completions = []
+            for job in jobs:
+                slots[base] = job.seq
+                slots[base + 1] = time.time()
+                completions.append(executor.run(job))
+                slots[base + 2] = job.seq
+                slots[base] = _IDLE
+            executor.sink.flush()
+            conn.send(completions)
+            done += len(jobs)
+            if limit and done >= limit:
+                break
+    finally:
+        signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+        executor.app.close()
+        os._exit(0)
+
+
+@dataclass
+class _Child:
+    index: int
+    process: Any
+    conn: Any
+    queued: dict[int, Job] = field(default_factory=dict)
+
+
+class PreforkPool:
+    def __init__(self, context: PoolContext) -> None:
+        self.context = context
+        self.concurrency = context.concurrency
+        self.children: list[_Child] = []
+        # per child: running seq, start time, last completed seq
+        self.slots: Any = RawArray("d", [_IDLE] * (3 * self.concurrency))
+        self.orphans: list[Job] = []
+
+    # -- processes
+    def start(self) -> None:
+        for index in range(self.concurrency):
+            self.children.append(self._spawn(index))
+
+    def _spawn(self, index: int) -> _Child:
+        parent_conn, child_conn = _context.Pipe(duplex=True)
+        base = index * 3
+        self.slots[base] = _IDLE
+        self.slots[base + 2] = _IDLE
+        signals.worker_before_create_process.send(sender=self)
+        process = _context.Process(
+            target=_child_main, args=(child_conn, self.context, self.slots, index),
+            name=f"ForkPoolWorker-{index + 1}",
+        )
+        process.start()
+        child_conn.close()
+        return _Child(index, process, parent_conn)
+
+    # -- jobs
+    def free_slots(self) -> int:
+        return sum(max(2 * BATCH - len(child.queued), 0) for child in self.children)
+
+    def active(self) -> int:
+        return sum(len(child.queued) for child in self.children) + len(self.orphans)
+
+    def submit(self, jobs: Sequence[Job]) -> None:
+        pending = list(self.orphans) + list(jobs)
+        self.orphans = []
+        # Least-loaded child first, in batches, so work spreads when there is little of it.
+        while pending:
+            child = min(self.children, key=lambda candidate: len(candidate.queued))
+            room = 2 * BATCH - len(child.queued)
+            if room <= 0:
+                self.orphans.extend(pending)
+                return
+            take = min(room, BATCH, max(1, -(-len(pending) // len(self.children))))
+            batch, pending = pending[:take], pending[take:]
+            for job in batch:
+                child.queued[job.seq] = job
+            try:
+                child.conn.send(batch)
+            except (BrokenPipeError, OSError):
+                pass  # the child died; check() will reassign its queued jobs
+
+    def wait(self, timeout: float) -> list[Completion]:
+        busy = [child for child in self.children if child.queued]
+        if not busy:
+            if timeout > 0:
+                time.sleep(min(timeout, 0.05))
+            return []
+        waitables: list[Any] = [child.conn for child in busy]
+        waitables += [child.process.sentinel for child in busy]
+        ready = multiprocessing.connection.wait(waitables, timeout)
+        done: list[Completion] = []
+        for child in busy:
+            if child.conn in ready:
+                done.extend(self._receive(child))
+        if any(child.process.sentinel in ready for child in busy):
+            done.extend(self.check())
+        return done
+
+    def _receive(self, child: _Child) -> list[Completion]:
+        done: list[Completion] = []
+        try:
+            while child.conn.poll():
+                for completion in child.conn.recv():
+                    child.queued.pop(completion.seq, None)
+                    done.append(completion)
+        except (EOFError, OSError):
+            pass
+        return done
+
+    # -- upkeep
+    def check(self) -> list[Completion]:
+        """Enforce hard time limits and replace children that died."""
+        done: list[Completion] = []
+        now = time.time()
+        for position, child in enumerate(self.children):
+            base = child.index * 3
+            running = int(self.slots[base])
+            if running >= 0 and child.process.is_alive():
+                job = child.queued.get(running)
+                if job is not None and job.hard_time_limit:
+                    if now - self.slots[base + 1] > job.hard_time_limit:
+                        logger.error("Hard time limit (%ss) exceeded for %s[%s]",
+                                     job.hard_time_limit, job.task_name, job.task_id)
+                        child.process.kill()
+                        child.process.join()
+            if not child.process.is_alive():
+                done.extend(self._receive(child))
+                done.extend(self._reap(child, now))
+                self.children[position] = self._spawn(child.index)
+        if self.orphans and self.free_slots():
+            self.submit([])
+        return done
+
+    def _reap(self, child: _Child, now: float) -> list[Completion]:
+        base = child.index * 3
+        running = int(self.slots[base])
+        last_done = int(self.slots[base + 2])
+        exitcode = child.process.exitcode
+        child.conn.close()
+        done: list[Completion] = []
+        for seq, job in sorted(child.queued.items()):
+            if seq == running or seq <= last_done:
+                done.append(self._fail_lost(job, exitcode, seq == running, now - self.slots[
+                    base + 1]))
+            else:
+                self.orphans.append(job)  # never started: run it elsewhere
+        if exitcode not in (0, None) or done:
+            logger.error("Process %s (pid %s) exited with code %s", child.process.name,
+                         child.process.pid, exitcode)
+        return done
+
+    def _fail_lost(self, job: Job, exitcode: int | None, was_running: bool,
+                   runtime: float) -> Completion:
+        if was_running and job.hard_time_limit and runtime > job.hard_time_limit:
+            error: Exception = TimeLimitExceeded(job.hard_time_limit)
+        else:
+            error = WorkerLostError(
+                f"Worker exited prematurely: exitcode {exitcode} Job: {job.seq}."
+            )
+        self.context.app.backend.store(
+            [build_meta(job.task_id, states.FAILURE, exception_to_dict(error),
+                        f"{type(error).__name__}: {error}")]
+        )
+        return Completion(job.seq, states.FAILURE, worker_lost=True)
+
+    def stop(self, graceful: bool) -> list[Completion]:
+        done: list[Completion] = []
+        if graceful:
+            deadline = time.monotonic() + 3600
+            while any(child.queued for child in self.children) and time.monotonic() < deadline:
+                done.extend(self.wait(0.5))
+        for child in self.children:
+            try:
+                child.conn.send(None)
+            except OSError:
+                pass
+        for child in self.children:
+            child.process.join(timeout=3 if graceful else 0.1)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join()
+        return done
+
+    def info(self) -> dict[str, object]:
+        return {
+            "max-concurrency": self.concurrency,
+            "processes": [child.process.pid for child in self.children],
+            "implementation": "prefork",
+        }
