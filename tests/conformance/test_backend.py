@@ -441,8 +441,10 @@ def member_meta(group_id: str, index: int) -> dict[str, Any]:
 
 def test_chord_completes_once_with_metas_in_order(backend: ResultBackend) -> None:
     group_id = new_id()
-    calls = [backend.chord_part_return(group_id, 3, index, member_meta(group_id, index))
-             for index in (2, 0)]
+    calls = [
+        backend.chord_part_return(group_id, 3, index, member_meta(group_id, index))
+        for index in (2, 0)
+    ]
     assert calls == [None, None]
     joined = backend.chord_part_return(group_id, 3, 1, member_meta(group_id, 1))
     assert joined is not None
@@ -566,18 +568,34 @@ class ChildProcess:
         completions: list[list[str]] = json.loads(output)
         return completions
 
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
 
-def require_cross_process(backend: ResultBackend) -> None:
+
+@pytest.fixture
+def spawn_child(backend: ResultBackend) -> Iterator[Callable[..., ChildProcess]]:
+    """Starts child processes on ``backend``'s store; kills any left when the test ends."""
     if not backend.capabilities.cross_process:
         pytest.skip("results of this backend stay in one process")
+    children: list[ChildProcess] = []
+
+    def spawn(**job: Any) -> ChildProcess:
+        child = ChildProcess(backend, BackendOptions(), **job)
+        children.append(child)
+        return child
+
+    yield spawn
+    for child in children:
+        child.kill()
 
 
-def test_wait_returns_when_another_process_stores(backend: ResultBackend) -> None:
-    require_cross_process(backend)
+def test_wait_returns_when_another_process_stores(
+    backend: ResultBackend, spawn_child: Callable[..., ChildProcess]
+) -> None:
     task_id = new_id()
-    child = ChildProcess(
-        backend, BackendOptions(), action="store", metas=[success(task_id, "from a child")]
-    )
+    child = spawn_child(action="store", metas=[success(task_id, "from a child")])
     child.wait_ready()
     child.go()
     (meta,) = backend.wait([task_id], timeout=30, interval=0.05)
@@ -585,8 +603,9 @@ def test_wait_returns_when_another_process_stores(backend: ResultBackend) -> Non
     assert meta["result"] == "from a child"
 
 
-def test_chord_completes_exactly_once_among_processes(backend: ResultBackend) -> None:
-    require_cross_process(backend)
+def test_chord_completes_exactly_once_among_processes(
+    spawn_child: Callable[..., ChildProcess],
+) -> None:
     group_id, size = new_id(), 8
     metas = [member_meta(group_id, index) for index in range(size)]
     children = []
@@ -594,15 +613,7 @@ def test_chord_completes_exactly_once_among_processes(backend: ResultBackend) ->
         order = list(range(size))
         random.Random(seed).shuffle(order)
         children.append(
-            ChildProcess(
-                backend,
-                BackendOptions(),
-                action="chord",
-                group_id=group_id,
-                size=size,
-                indices=order,
-                metas=metas,
-            )
+            spawn_child(action="chord", group_id=group_id, size=size, indices=order, metas=metas)
         )
     for child in children:
         child.wait_ready()
