@@ -7,7 +7,7 @@ from celeriac._state import get_current_app as _get_current_app
 from celeriac.app.base import Celery, shared_task
 from celeriac.app.routing import Exchange, Queue
 from celeriac.app.task import Task
-from celeriac.canvas import chain, chord, group, signature, Signature, subtask, maybe_signature
+from celeriac.canvas import Signature, chain, chord, group, maybe_signature, signature, subtask
 
 __version__ = "0.1.0"
 VERSION = (0, 1, 0)

@@ -51,7 +51,7 @@ class AlreadyRegistered(CeleriacError):
     """A different task is already registered under that name."""
 
 
-class TimeoutError(CeleriacError):  # noqa: A001 - Celery exports this name
+class TimeoutError(CeleriacError):
     """Waiting for a result took longer than the timeout."""
 
 

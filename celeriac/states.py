@@ -29,7 +29,7 @@ def precedence(state: str | None) -> int:
     return _PRECEDENCE_LOOKUP.get(state, _NONE_PRECEDENCE)
 
 
-class state(str):  # noqa: N801 - Celery's name
+class state(str):
     """A state name that compares by precedence: ``state(SUCCESS) > state(PENDING)``."""
 
     def __gt__(self, other: object) -> bool:

@@ -20,7 +20,7 @@ from celeriac.app.defaults import EMBEDDED_BROKER_URL
 from celeriac.app.publish import Publisher
 from celeriac.app.registry import TaskRegistry, gen_task_name
 from celeriac.app.settings import Settings, settings_from_object
-from celeriac.app.task import Task
+from celeriac.app.task import Task as BaseTask
 from celeriac.backends.base import BackendOptions, ResultBackend
 from celeriac.backends.registry import create_backend
 from celeriac.canvas.signature import Signature
@@ -56,7 +56,7 @@ class Celery:
         changes: Mapping[str, Any] | None = None,
         config_source: Any = None,
         fixups: Any = None,
-        task_cls: type[Task[Any, Any]] | str | None = None,
+        task_cls: type[BaseTask[Any, Any]] | str | None = None,
         autofinalize: bool = True,
         namespace: str | None = None,
         strict_typing: bool = True,
@@ -114,8 +114,9 @@ class Celery:
         self.conf.update(values)
         self._reset_connections()
 
-    def config_from_envvar(self, variable_name: str, silent: bool = False,
-                           force: bool = False) -> bool:
+    def config_from_envvar(
+        self, variable_name: str, silent: bool = False, force: bool = False
+    ) -> bool:
         module_name = os.environ.get(variable_name)
         if not module_name:
             if silent:
@@ -144,38 +145,38 @@ class Celery:
             self.on_after_configure.send(sender=self, source=self.conf)
 
     # -- tasks
-    def _resolve_task_cls(self, task_cls: type[Task[Any, Any]] | str | None) -> type[Any]:
+    def _resolve_task_cls(self, task_cls: type[BaseTask[Any, Any]] | str | None) -> type[Any]:
         if isinstance(task_cls, str):
             module_name, _, attribute = task_cls.partition(":")
-            task_cls = getattr(importlib.import_module(module_name), attribute)
-        base: type[Any] = task_cls or Task
-        return base
+            found: type[Any] = getattr(importlib.import_module(module_name), attribute)
+            return found
+        return task_cls or BaseTask
 
     @property
-    def Task(self) -> type[Any]:  # noqa: N802 - Celery's name
+    def Task(self) -> type[Any]:
         """The base task class of this app (``app.Task``)."""
         return self.task_cls
 
     @overload
-    def task(self, fun: Callable[P, R], /) -> Task[P, R]: ...
+    def task(self, fun: Callable[P, R], /) -> BaseTask[P, R]: ...
 
     @overload
     def task(
         self, *, bind: Literal[True], **options: Any
-    ) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+    ) -> Callable[[Callable[Concatenate[Any, P], R]], BaseTask[P, R]]: ...
 
     @overload
     def task(
         self, *, bind: Literal[False] = False, **options: Any
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    ) -> Callable[[Callable[P, R]], BaseTask[P, R]]: ...
 
-    def task(self, fun: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def task(self, *funs: Callable[..., Any], bind: bool = False, **options: Any) -> Any:
         """Decorator making a task of a function, bare (``@app.task``) or with options."""
-        if fun is not None and callable(fun) and not options:
-            return self._task_from_fun(fun)
+        if len(funs) == 1 and callable(funs[0]) and not options and not bind:
+            return self._task_from_fun(funs[0])
 
-        def decorate(function: Callable[..., Any]) -> Task[Any, Any]:
-            return self._task_from_fun(function, **options)
+        def decorate(function: Callable[..., Any]) -> BaseTask[Any, Any]:
+            return self._task_from_fun(function, bind=bind, **options)
 
         return decorate
 
@@ -186,7 +187,7 @@ class Celery:
         base: type[Any] | None = None,
         bind: bool = False,
         **options: Any,
-    ) -> Task[Any, Any]:
+    ) -> BaseTask[Any, Any]:
         name = name or self.gen_task_name(fun.__name__, fun.__module__)
         existing = self.tasks.get(name)
         if existing is not None and getattr(existing, "__wrapped__", None) is fun:
@@ -212,7 +213,7 @@ class Celery:
             attributes["typing"] = getattr(base, "typing", True) and self.strict_typing
         attributes.update(options)
         cls = type(fun.__name__, (base,), attributes)
-        task: Task[Any, Any] = cls()
+        task: BaseTask[Any, Any] = cls()
         self.tasks.register(task)
         return task
 
@@ -374,12 +375,12 @@ class Celery:
         kwargs.setdefault("app", self)
         return Signature(*args, **kwargs)
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:
         from celeriac.result import AsyncResult
 
         return AsyncResult(task_id, app=self, **kwargs)
 
-    def GroupResult(self, group_id: str, results: Any = None, **kwargs: Any) -> GroupResult:  # noqa: N802
+    def GroupResult(self, group_id: str, results: Any = None, **kwargs: Any) -> GroupResult:
         from celeriac.result import GroupResult
 
         return GroupResult(group_id, results, app=self, **kwargs)
@@ -413,22 +414,22 @@ def _django_installed_apps() -> list[str]:
 
 
 @overload
-def shared_task(fun: Callable[P, R], /) -> Task[P, R]: ...
+def shared_task(fun: Callable[P, R], /) -> BaseTask[P, R]: ...
 
 
 @overload
 def shared_task(
     *, bind: Literal[True], **options: Any
-) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+) -> Callable[[Callable[Concatenate[Any, P], R]], BaseTask[P, R]]: ...
 
 
 @overload
 def shared_task(
     *, bind: Literal[False] = False, **options: Any
-) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+) -> Callable[[Callable[P, R]], BaseTask[P, R]]: ...
 
 
-def shared_task(*args: Any, **options: Any) -> Any:
+def shared_task(*args: Any, bind: bool = False, **options: Any) -> Any:
     """Like ``app.task``, for reusable apps: the task is created in every app.
 
     Returns a proxy that resolves to the task of the current app when used.
@@ -436,12 +437,12 @@ def shared_task(*args: Any, **options: Any) -> Any:
 
     def create(fun: Callable[..., Any]) -> Any:
         def adopt(app: Celery) -> Any:
-            return app._task_from_fun(fun, **options)
+            return app._task_from_fun(fun, bind=bind, **options)
 
         _state.connect_on_app_finalize(adopt)
         return SharedTask(fun, options.get("name"), adopt)
 
-    if len(args) == 1 and callable(args[0]) and not options:
+    if len(args) == 1 and callable(args[0]) and not options and not bind:
         return create(args[0])
     return create
 
@@ -449,8 +450,9 @@ def shared_task(*args: Any, **options: Any) -> Any:
 class SharedTask:
     """Stands for a shared task; attributes and calls go to the current app's task."""
 
-    def __init__(self, fun: Callable[..., Any], name: str | None,
-                 adopt: Callable[[Celery], Any]) -> None:
+    def __init__(
+        self, fun: Callable[..., Any], name: str | None, adopt: Callable[[Celery], Any]
+    ) -> None:
         self.__wrapped__ = fun
         self._name = name
         self._adopt = adopt

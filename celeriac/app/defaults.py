@@ -135,8 +135,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_log_color": None,
     "worker_log_format": "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s",
     "worker_task_log_format": (
-        "[%(asctime)s: %(levelname)s/%(processName)s] "
-        "%(task_name)s[%(task_id)s]: %(message)s"
+        "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s]: %(message)s"
     ),
     "worker_lost_wait": 10.0,
     "worker_max_memory_per_child": None,

@@ -28,9 +28,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("celeriac.publish")
 
-_NON_PUBLISH_OPTIONS = frozenset({"add_to_parent", "result_cls", "producer", "connection",
-                                  "router", "publisher", "route_name", "retry", "retry_policy",
-                                  "declare", "mandatory", "immediate", "exchange_type"})
+_NON_PUBLISH_OPTIONS = frozenset(
+    {
+        "add_to_parent",
+        "result_cls",
+        "producer",
+        "connection",
+        "router",
+        "publisher",
+        "route_name",
+        "retry",
+        "retry_policy",
+        "declare",
+        "mandatory",
+        "immediate",
+        "exchange_type",
+    }
+)
 
 
 def _signature_dicts(value: Any) -> list[Any] | None:
@@ -123,8 +137,9 @@ class Publisher:
             if queue or exchange is not None or routing_key is not None
             else None
         )
-        route = self.routes.route(name, getattr(task_type, "queue", None), args, kwargs,
-                                  route_options, task_type)
+        route = self.routes.route(
+            name, getattr(task_type, "queue", None), args, kwargs, route_options, task_type
+        )
         if task_type is not None:
             serializer = serializer or task_type.serializer
             compression = compression or task_type.compression
@@ -178,8 +193,7 @@ class Publisher:
             reply_to=reply_to or self.reply_to,
             priority=priority,
             delivery_mode=delivery_mode or self.delivery_mode,
-            ignore_result=bool(ignore_result if ignore_result is not None
-                               else self.ignore_result),
+            ignore_result=bool(ignore_result if ignore_result is not None else self.ignore_result),
             argsrepr=argsrepr,
             kwargsrepr=kwargsrepr,
             replaced_task_nesting=replaced_task_nesting,
@@ -224,17 +238,23 @@ class Publisher:
         if send_signals:
             for envelope in envelopes:
                 signals.before_task_publish.send(
-                    sender=envelope.headers["task"], body=envelope.body,
-                    exchange=envelope.exchange, routing_key=envelope.routing_key,
-                    headers=envelope.headers, properties=envelope.properties,
-                    declare=list(queues), retry_policy=self.retry_policy,
+                    sender=envelope.headers["task"],
+                    body=envelope.body,
+                    exchange=envelope.exchange,
+                    routing_key=envelope.routing_key,
+                    headers=envelope.headers,
+                    properties=envelope.properties,
+                    declare=list(queues),
+                    retry_policy=self.retry_policy,
                 )
         self._with_retries(lambda transport: self._send(transport, envelopes, queues))
         if send_signals:
             for envelope in envelopes:
                 signals.after_task_publish.send(
-                    sender=envelope.headers["task"], body=envelope.body,
-                    headers=envelope.headers, exchange=envelope.exchange,
+                    sender=envelope.headers["task"],
+                    body=envelope.body,
+                    headers=envelope.headers,
+                    exchange=envelope.exchange,
                     routing_key=envelope.routing_key,
                 )
 
@@ -268,8 +288,13 @@ class Publisher:
                         f"(gave up after {attempt} retries)"
                     ) from exc
                 attempt += 1
-                logger.warning("Publishing failed (%s); retry %d/%d in %.2fs",
-                               exc, attempt, max_retries, interval)
+                logger.warning(
+                    "Publishing failed (%s); retry %d/%d in %.2fs",
+                    exc,
+                    attempt,
+                    max_retries,
+                    interval,
+                )
                 self.close()
                 time.sleep(interval)
                 interval = min(interval + step, interval_max)

@@ -49,7 +49,7 @@ class Settings(dict[str, Any]):
         self._explicit.add(name)
         super().__setitem__(name, value)
 
-    def update(self, other: Any = (), /, **values: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **values: Any) -> None:
         items = dict(other, **values)
         for name, value in items.items():
             self[name] = value

@@ -185,8 +185,9 @@ class Task(Generic[P, R]):
             self.check_arguments(args or (), kwargs or {})
         app = self.app
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, task_id=task_id, link=link, link_error=link_error,
-                              **options)
+            return self.apply(
+                args, kwargs, task_id=task_id, link=link, link_error=link_error, **options
+            )
         return app.send_task(
             self.name,
             args,
@@ -205,8 +206,9 @@ class Task(Generic[P, R]):
         if self.typing:
             for args in arg_list:
                 self.check_arguments(args, {})
-        return self.app.send_many(self.name, [(args, {}) for args in arg_list], task_type=self,
-                                  **options)
+        return self.app.send_many(
+            self.name, [(args, {}) for args in arg_list], task_type=self, **options
+        )
 
     def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
         """Raise TypeError in the caller when the arguments do not fit the function."""
@@ -233,15 +235,26 @@ class Task(Generic[P, R]):
         from celeriac.app.trace import apply_eagerly
 
         return apply_eagerly(
-            self, tuple(args or ()), dict(kwargs or {}), task_id=task_id or str(uuid.uuid4()),
-            retries=retries or 0, throw=throw, link=link, link_error=link_error, options=options,
+            self,
+            tuple(args or ()),
+            dict(kwargs or {}),
+            task_id=task_id or str(uuid.uuid4()),
+            retries=retries or 0,
+            throw=throw,
+            link=link,
+            link_error=link_error,
+            options=options,
         )
 
     def signature(
-        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
-        *starargs: Any, **starkwargs: Any,
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *starargs: Any,
+        **starkwargs: Any,
     ) -> Signature[R]:
-        return Signature(self, args, kwargs, *starargs, app=self.app, **starkwargs)
+        starkwargs.setdefault("app", self.app)
+        return Signature(self, args, kwargs, *starargs, **starkwargs)
 
     subtask = signature
 
@@ -253,7 +266,7 @@ class Task(Generic[P, R]):
         """An immutable signature: the parent's result is not passed to it."""
         return Signature(self, args, kwargs, immutable=True, app=self.app)
 
-    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
+    def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:
         from celeriac.result import AsyncResult
 
         return AsyncResult(task_id, app=self.app, task_name=self.name, **kwargs)
@@ -287,8 +300,15 @@ class Task(Generic[P, R]):
         if countdown is None and eta is None:
             countdown = self.default_retry_delay
         when: Any = eta or countdown
-        sig = self.signature_from_request(request, args, kwargs, countdown=countdown, eta=eta,
-                                          retries=request.retries + 1, **options)
+        sig = self.signature_from_request(
+            request,
+            args,
+            kwargs,
+            countdown=countdown,
+            eta=eta,
+            retries=request.retries + 1,
+            **options,
+        )
         if request.is_eager:
             sig.apply().get()
         else:
@@ -299,8 +319,11 @@ class Task(Generic[P, R]):
         return retry
 
     def signature_from_request(
-        self, request: Context | None = None, args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None, **extra_options: Any,
+        self,
+        request: Context | None = None,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **extra_options: Any,
     ) -> Signature[R]:
         request = request or self.request
         options: dict[str, Any] = {
@@ -330,7 +353,10 @@ class Task(Generic[P, R]):
         )
 
     def update_state(
-        self, task_id: str | None = None, state: str | None = None, meta: Any = None,
+        self,
+        task_id: str | None = None,
+        state: str | None = None,
+        meta: Any = None,
         **kwargs: Any,
     ) -> None:
         """Store a custom state (for progress reporting) for this or another task."""
@@ -347,10 +373,16 @@ class Task(Generic[P, R]):
 
         request = self.request
         sig = sig.clone()
-        sig.set(task_id=request.id, root_id=request.root_id, parent_id=request.parent_id,
-                group_id=request.group, group_index=request.group_index,
-                chord=request.chord, chain=request.chain,
-                replaced_task_nesting=request.replaced_task_nesting + 1)
+        sig.set(
+            task_id=request.id,
+            root_id=request.root_id,
+            parent_id=request.parent_id,
+            group_id=request.group,
+            group_index=request.group_index,
+            chord=request.chord,
+            chain=request.chain,
+            replaced_task_nesting=request.replaced_task_nesting + 1,
+        )
         for callback in request.callbacks or ():
             sig.link(callback)
         for errback in request.errbacks or ():
@@ -371,20 +403,33 @@ class Task(Generic[P, R]):
         """Called after the task succeeded."""
 
     def on_retry(
-        self, exc: BaseException, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
         einfo: Any,
     ) -> None:
         """Called when the task is to be retried."""
 
     def on_failure(
-        self, exc: BaseException, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any],
+        self,
+        exc: BaseException,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
         einfo: Any,
     ) -> None:
         """Called when the task failed."""
 
     def after_return(
-        self, status: str, retval: Any, task_id: str, args: Sequence[Any],
-        kwargs: Mapping[str, Any], einfo: Any,
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        einfo: Any,
     ) -> None:
         """Called after the task returned, whatever its state."""
 
@@ -397,4 +442,5 @@ class Task(Generic[P, R]):
 
 
 def _task_by_name(name: str) -> Task[Any, Any]:
-    return _state.get_current_app().tasks[name]
+    task: Task[Any, Any] = _state.get_current_app().tasks[name]
+    return task

@@ -14,11 +14,10 @@ import inspect
 import logging
 import os
 import random
-
 import time
 import traceback as tb
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celeriac import _state, signals, states
@@ -102,8 +101,9 @@ def run_coroutine(coroutine: Any) -> Any:
 class TaskRunner:
     """Executes calls of one task type; built once per task per worker process."""
 
-    def __init__(self, app: Celery, task: Task[Any, Any], hostname: str = "",
-                 eager: bool = False) -> None:
+    def __init__(
+        self, app: Celery, task: Task[Any, Any], hostname: str = "", eager: bool = False
+    ) -> None:
         conf = app.conf
         self.app = app
         self.task = task
@@ -117,13 +117,16 @@ class TaskRunner:
         self.ignore_result = bool(ignore)
         self.backend_enabled = backend_enabled
         store_errors = task.store_errors_even_if_ignored
-        self.store_errors = bool(conf.task_store_errors_even_if_ignored
-                                 if store_errors is None else store_errors)
+        self.store_errors = bool(
+            conf.task_store_errors_even_if_ignored if store_errors is None else store_errors
+        )
         track = task.track_started
         self.track_started = bool(conf.task_track_started if track is None else track)
         self.extended = bool(conf.result_extended)
-        self.hooks = {hook: _overrides(task, hook) for hook in (
-            "before_start", "on_success", "on_failure", "on_retry", "after_return")}
+        self.hooks = {
+            hook: _overrides(task, hook)
+            for hook in ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+        }
         self.autoretry_for = tuple(task.autoretry_for)
         self.dont_autoretry_for = tuple(task.dont_autoretry_for)
         self.throws = tuple(task.throws)
@@ -146,27 +149,36 @@ class TaskRunner:
         context.kwargs = kwargs
         context.called_directly = False
         context.hostname = self.hostname
-        store = (sink is not None and self.backend_enabled
-                 and not (self.ignore_result or context.ignore_result))
+        store = (
+            sink is not None
+            and self.backend_enabled
+            and not (self.ignore_result or context.ignore_result)
+        )
         token = self.request_var.set(context)
         task_token = _state.current_task_var.set(task)
         prerun = signals.task_prerun.has_listeners()
         if prerun:
-            signals.task_prerun.send(sender=task, task_id=task_id, task=task, args=args,
-                                     kwargs=kwargs)
+            signals.task_prerun.send(
+                sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs
+            )
         started = time.monotonic()
         try:
             if store and self.track_started:
                 assert sink is not None
-                sink.add(build_meta(task_id, states.STARTED,
-                                    {"pid": self.pid, "hostname": self.hostname},
-                                    extra=self._meta_extra(context)))
+                sink.add(
+                    build_meta(
+                        task_id,
+                        states.STARTED,
+                        {"pid": self.pid, "hostname": self.hostname},
+                        extra=self._meta_extra(context),
+                    )
+                )
             if self.hooks["before_start"]:
                 task.before_start(task_id, args, kwargs)
             retval = self.fun(*args, **kwargs)
             if self.is_async or inspect.isawaitable(retval):
                 retval = run_coroutine(retval)
-        except BaseException as exc:  # noqa: BLE001 - every failure is the task's outcome
+        except BaseException as exc:
             outcome = self._on_exception(exc, context, store, sink, started)
         else:
             outcome = Outcome(states.SUCCESS, retval, runtime=time.monotonic() - started)
@@ -176,11 +188,19 @@ class TaskRunner:
             _state.current_task_var.reset(task_token)
         if self.hooks["after_return"]:
             einfo = ExceptionInfo(outcome.exception) if outcome.exception else None
-            self._safely(task.after_return, outcome.state, outcome.retval, task_id, args,
-                         kwargs, einfo)
+            self._safely(
+                task.after_return, outcome.state, outcome.retval, task_id, args, kwargs, einfo
+            )
         if prerun or signals.task_postrun.has_listeners():
-            signals.task_postrun.send(sender=task, task_id=task_id, task=task, args=args,
-                                      kwargs=kwargs, retval=outcome.retval, state=outcome.state)
+            signals.task_postrun.send(
+                sender=task,
+                task_id=task_id,
+                task=task,
+                args=args,
+                kwargs=kwargs,
+                retval=outcome.retval,
+                state=outcome.state,
+            )
         return outcome
 
     def _meta_extra(self, context: Context) -> dict[str, Any]:
@@ -190,9 +210,14 @@ class TaskRunner:
         if context.group:
             extra["group_id"] = context.group
         if self.extended:
-            extra.update(name=self.name, args=list(context.args), kwargs=dict(context.kwargs),
-                         worker=self.hostname, retries=context.retries,
-                         queue=(context.delivery_info or {}).get("routing_key"))
+            extra.update(
+                name=self.name,
+                args=list(context.args),
+                kwargs=dict(context.kwargs),
+                worker=self.hostname,
+                retries=context.retries,
+                queue=(context.delivery_info or {}).get("routing_key"),
+            )
         return extra
 
     def _safely(self, hook: Callable[..., Any], *args: Any) -> None:
@@ -202,8 +227,9 @@ class TaskRunner:
             logger.exception("Task %s: hook %s raised", self.name, hook.__name__)
 
     # -- success
-    def _on_success(self, retval: Any, context: Context, store: bool,
-                    sink: ResultSink | None) -> None:
+    def _on_success(
+        self, retval: Any, context: Context, store: bool, sink: ResultSink | None
+    ) -> None:
         task_id = context.id or ""
         meta = None
         if store or context.chord:
@@ -222,7 +248,7 @@ class TaskRunner:
             self._chord_part(context, meta or {})
 
     def _apply_workflow(self, retval: Any, context: Context) -> None:
-        ids = {"parent_id": context.id, "root_id": context.root_id or context.id}
+        ids: dict[str, Any] = {"parent_id": context.id, "root_id": context.root_id or context.id}
         if context.priority:
             ids["priority"] = context.priority
         for callback in context.callbacks or ():
@@ -260,15 +286,20 @@ class TaskRunner:
     def _fail_chord_body(self, body: Signature[Any], error: ChordError) -> None:
         body_id = body.id
         if body_id:
-            self.app.backend.store([build_meta(body_id, states.FAILURE,
-                                               exception_to_dict(error))])
+            self.app.backend.store([build_meta(body_id, states.FAILURE, exception_to_dict(error))])
         for errback in body.options.get("link_error") or ():
             sig = Signature.from_dict(errback, app=self.app)
             sig.apply_async((body_id,) if not sig.immutable else ())
 
     # -- failure
-    def _on_exception(self, exc: BaseException, context: Context, store: bool,
-                      sink: ResultSink | None, started: float) -> Outcome:
+    def _on_exception(
+        self,
+        exc: BaseException,
+        context: Context,
+        store: bool,
+        sink: ResultSink | None,
+        started: float,
+    ) -> Outcome:
         runtime = time.monotonic() - started
         if isinstance(exc, Retry):
             return self._on_retry(exc, context, store, sink, runtime)
@@ -276,14 +307,17 @@ class TaskRunner:
             return Outcome(states.IGNORED, runtime=runtime)
         if isinstance(exc, Reject):
             return Outcome(states.REJECTED, exception=exc, runtime=runtime, requeue=exc.requeue)
-        if (self.autoretry_for and isinstance(exc, self.autoretry_for)
-                and not isinstance(exc, self.dont_autoretry_for)
-                and not context.is_eager):
+        if (
+            self.autoretry_for
+            and isinstance(exc, self.autoretry_for)
+            and not isinstance(exc, self.dont_autoretry_for)
+            and not context.is_eager
+        ):
             try:
                 self._autoretry(exc, context)
             except Retry as retry:
                 return self._on_retry(retry, context, store, sink, runtime)
-            except BaseException as final:  # noqa: BLE001 - max retries: the task fails
+            except BaseException as final:
                 exc = final
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise exc
@@ -294,9 +328,9 @@ class TaskRunner:
         options = dict(task.retry_kwargs)
         if task.retry_backoff and "countdown" not in options:
             factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
-            countdown = min(task.retry_backoff_max, factor * (2 ** context.retries))
+            countdown = min(task.retry_backoff_max, factor * (2**context.retries))
             if task.retry_jitter:
-                countdown = random.randrange(int(countdown) + 1)  # noqa: S311 - not crypto
+                countdown = random.randrange(int(countdown) + 1)
             options["countdown"] = countdown
         token = self.request_var.set(context)
         try:
@@ -304,62 +338,87 @@ class TaskRunner:
         finally:
             self.request_var.reset(token)
 
-    def _on_retry(self, retry: Retry, context: Context, store: bool,
-                  sink: ResultSink | None, runtime: float) -> Outcome:
+    def _on_retry(
+        self, retry: Retry, context: Context, store: bool, sink: ResultSink | None, runtime: float
+    ) -> Outcome:
         reason = retry.exc if retry.exc is not None else retry
         einfo = ExceptionInfo(reason)
         if store and sink is not None:
-            sink.add(build_meta(context.id or "", states.RETRY, exception_to_dict(reason),
-                                einfo.traceback, extra=self._meta_extra(context)))
+            sink.add(
+                build_meta(
+                    context.id or "",
+                    states.RETRY,
+                    exception_to_dict(reason),
+                    einfo.traceback,
+                    extra=self._meta_extra(context),
+                )
+            )
         if self.hooks["on_retry"]:
-            self._safely(self.task.on_retry, reason, context.id, context.args, context.kwargs,
-                         einfo)
+            self._safely(
+                self.task.on_retry, reason, context.id, context.args, context.kwargs, einfo
+            )
         if signals.task_retry.has_listeners():
-            signals.task_retry.send(sender=self.task, request=context, reason=reason,
-                                    einfo=einfo)
+            signals.task_retry.send(sender=self.task, request=context, reason=reason, einfo=einfo)
         logger.info("Task %s[%s] retry: %s", self.name, context.id, retry)
         return Outcome(states.RETRY, exception=retry, traceback=einfo.traceback, runtime=runtime)
 
-    def _on_failure(self, exc: BaseException, context: Context, store: bool,
-                    sink: ResultSink | None, runtime: float) -> Outcome:
+    def _on_failure(
+        self,
+        exc: BaseException,
+        context: Context,
+        store: bool,
+        sink: ResultSink | None,
+        runtime: float,
+    ) -> Outcome:
         einfo = ExceptionInfo(exc)
         task_id = context.id or ""
-        meta = build_meta(task_id, states.FAILURE, exception_to_dict(exc), einfo.traceback,
-                          extra=self._meta_extra(context))
+        meta = build_meta(
+            task_id,
+            states.FAILURE,
+            exception_to_dict(exc),
+            einfo.traceback,
+            extra=self._meta_extra(context),
+        )
         if sink is not None and self.backend_enabled and (store or self.store_errors):
             sink.add(meta)
         if self.hooks["on_failure"]:
             self._safely(self.task.on_failure, exc, task_id, context.args, context.kwargs, einfo)
         if signals.task_failure.has_listeners():
-            signals.task_failure.send(sender=self.task, task_id=task_id, exception=exc,
-                                      args=context.args, kwargs=context.kwargs,
-                                      traceback=exc.__traceback__, einfo=einfo)
+            signals.task_failure.send(
+                sender=self.task,
+                task_id=task_id,
+                exception=exc,
+                args=context.args,
+                kwargs=context.kwargs,
+                traceback=exc.__traceback__,
+                einfo=einfo,
+            )
         self._apply_errbacks(exc, einfo, context)
         if context.chord:
             if sink is not None:
                 sink.flush()
             self._chord_part(context, meta)
         if not isinstance(exc, self.throws):
-            logger.error("Task %s[%s] raised unexpected: %r\n%s", self.name, task_id, exc,
-                         einfo.traceback)
+            logger.error(
+                "Task %s[%s] raised unexpected: %r\n%s", self.name, task_id, exc, einfo.traceback
+            )
         else:
             logger.info("Task %s[%s] raised expected: %r", self.name, task_id, exc)
-        return Outcome(states.FAILURE, exception=exc, traceback=einfo.traceback,
-                       runtime=runtime)
+        return Outcome(states.FAILURE, exception=exc, traceback=einfo.traceback, runtime=runtime)
 
-    def _apply_errbacks(self, exc: BaseException, einfo: ExceptionInfo,
-                        context: Context) -> None:
+    def _apply_errbacks(self, exc: BaseException, einfo: ExceptionInfo, context: Context) -> None:
         for errback in context.errbacks or ():
             sig = Signature.from_dict(errback, app=self.app)
             try:
                 target = self.app.tasks.get(sig.task)
                 fun = getattr(target, "__wrapped__", None) if target is not None else None
-                if fun is not None and _takes_request(fun, bool(target._bound)):
+                if fun is not None and _takes_request(fun, bool(getattr(target, "_bound", False))):
                     # "New style" errback: called here with (request, exc, traceback).
                     sig(context, exc, einfo.traceback)
                 else:
-                    sig.apply_async((context.id,), parent_id=context.id,
-                                    root_id=context.root_id or context.id)
+                    sig.apply_async(
+                        (context.id,), parent_id=context.id, root_id=context.root_id or context.id
+                    )
             except Exception:
                 logger.exception("Task %s[%s]: errback %r failed", self.name, context.id, sig)
 
@@ -456,8 +515,7 @@ def apply_eagerly(
     if throw and outcome.exception is not None and outcome.state == states.FAILURE:
         raise outcome.exception
     value = outcome.retval if outcome.state == states.SUCCESS else outcome.exception
-    return EagerResult(task_id, value, outcome.state, traceback=outcome.traceback,
-                       name=task.name)
+    return EagerResult(task_id, value, outcome.state, traceback=outcome.traceback, name=task.name)
 
 
 def _as_list(value: Any) -> list[Any] | None:
@@ -480,4 +538,3 @@ __all__ = [
     "request_from_headers",
     "run_coroutine",
 ]
-

@@ -113,7 +113,8 @@ class Signature(dict[str, Any], Generic[R]):
         found = getattr(self, "_type", None)
         if found is None:
             found = self._type = self.app.tasks[self.task]
-        return found
+        task: Task[Any, Any] = found
+        return task
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], app: Celery | None = None) -> Signature[Any]:
@@ -131,7 +132,9 @@ class Signature(dict[str, Any], Generic[R]):
 
     # -- calling
     def _merge(
-        self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
+        self,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
         options: Mapping[str, Any] | None,
     ) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
         merged_options = {**self.options, **(options or {})}
@@ -155,7 +158,9 @@ class Signature(dict[str, Any], Generic[R]):
         return self.apply_async(args, kwargs)
 
     def apply(
-        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Any:
         merged_args, merged_kwargs, merged_options = self._merge(args, kwargs, options)
@@ -167,7 +172,9 @@ class Signature(dict[str, Any], Generic[R]):
 
     # -- building
     def clone(
-        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Signature[R]:
         data = copy.deepcopy(dict(self))
@@ -180,7 +187,7 @@ class Signature(dict[str, Any], Generic[R]):
         found = getattr(self, "_type", None)
         if found is not None:
             sig._type = found
-        return sig  # type: ignore[return-value]
+        return sig
 
     partial = clone
 
@@ -226,7 +233,7 @@ class Signature(dict[str, Any], Generic[R]):
         found = getattr(self, "_type", None)
         if found is not None:
             clone._type = found
-        return clone  # type: ignore[return-value]
+        return clone
 
     def __reduce__(self) -> Any:
         return (Signature.from_dict, (dict(self),))

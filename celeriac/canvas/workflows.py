@@ -13,6 +13,7 @@ plain task messages whose ``embed`` carries what comes next:
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 def _tasks_of(tasks: tuple[Any, ...]) -> list[Signature[Any]]:
     if len(tasks) == 1 and not isinstance(tasks[0], Mapping) and isinstance(tasks[0], Iterable):
         tasks = tuple(tasks[0])
-    return [Signature.from_dict(task) if not isinstance(task, Signature) else task
-            for task in tasks]
+    return [
+        Signature.from_dict(task) if not isinstance(task, Signature) else task for task in tasks
+    ]
 
 
 def _app_of(sigs: Sequence[Signature[Any]], app: Celery | None) -> Celery | None:
@@ -42,13 +44,19 @@ def _app_of(sigs: Sequence[Signature[Any]], app: Celery | None) -> Celery | None
     return None
 
 
-class chain(Signature[Any]):  # noqa: N801 - Celery's name
+class chain(Signature[Any]):
     """Run tasks one after the other, each receiving the previous result."""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
         steps = _tasks_of(tasks)
-        super().__init__("celery.chain", (), {"tasks": steps}, options=options,
-                         subtask_type="chain", app=_app_of(steps, app))
+        super().__init__(
+            "celery.chain",
+            (),
+            {"tasks": steps},
+            options=options,
+            subtask_type="chain",
+            app=_app_of(steps, app),
+        )
 
     @classmethod
     def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
@@ -74,9 +82,13 @@ class chain(Signature[Any]):  # noqa: N801 - Celery's name
                 merged.append(step)
         return merged
 
-    def apply_async(self, args: Sequence[Any] | None = None,
-                    kwargs: Mapping[str, Any] | None = None, route_name: str | None = None,
-                    **options: Any) -> Any:
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        route_name: str | None = None,
+        **options: Any,
+    ) -> Any:
         steps = self._steps()
         if not steps:
             raise ValueError("cannot apply an empty chain")
@@ -90,7 +102,7 @@ class chain(Signature[Any]):  # noqa: N801 - Celery's name
         root_id = root_id or results[0].id
         for step in steps:
             step.options["root_id"] = root_id
-        for previous, result in zip(results, results[1:], strict=False):
+        for previous, result in itertools.pairwise(results):
             result.parent = previous
         first, rest = steps[0], steps[1:]
         remaining = [dict(step) for step in reversed(rest)] or None
@@ -112,13 +124,19 @@ class chain(Signature[Any]):  # noqa: N801 - Celery's name
         return " | ".join(repr(step) for step in self.tasks)
 
 
-class group(Signature[Any]):  # noqa: N801 - Celery's name
+class group(Signature[Any]):
     """Run tasks in parallel; the result is a ``GroupResult`` in member order."""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
         members = _tasks_of(tasks)
-        super().__init__("celery.group", (), {"tasks": members}, options=options,
-                         subtask_type="group", app=_app_of(members, app))
+        super().__init__(
+            "celery.group",
+            (),
+            {"tasks": members},
+            options=options,
+            subtask_type="group",
+            app=_app_of(members, app),
+        )
 
     @classmethod
     def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
@@ -131,9 +149,13 @@ class group(Signature[Any]):  # noqa: N801 - Celery's name
     def __len__(self) -> int:
         return len(self.kwargs["tasks"])
 
-    def apply_async(self, args: Sequence[Any] | None = None,
-                    kwargs: Mapping[str, Any] | None = None, route_name: str | None = None,
-                    **options: Any) -> GroupResult:
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        route_name: str | None = None,
+        **options: Any,
+    ) -> GroupResult:
         from celeriac.result import GroupResult
 
         options = {**self.options, **options}
@@ -154,8 +176,12 @@ class group(Signature[Any]):  # noqa: N801 - Celery's name
         return GroupResult(group_id, results, app=app)
 
     @staticmethod
-    def _send_batch(app: Celery, members: list[tuple[Signature[Any], dict[str, Any]]],
-                    args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> None:
+    def _send_batch(
+        app: Celery,
+        members: list[tuple[Signature[Any], dict[str, Any]]],
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+    ) -> None:
         if not members:
             return
         publisher = app.publisher
@@ -163,8 +189,9 @@ class group(Signature[Any]):  # noqa: N801 - Celery's name
         for member, member_options in members:
             call_args, call_kwargs, merged = member._merge(args, kwargs, member_options)
             task = app.tasks.get(member.task)
-            _, envelope, route = publisher.build(member.task, call_args, call_kwargs,
-                                                 task_type=task, **merged)
+            _, envelope, route = publisher.build(
+                member.task, call_args, call_kwargs, task_type=task, **merged
+            )
             envelopes.append(envelope)
             queues[route.queue.name] = route.queue
         publisher.publish(envelopes, list(queues.values()))
@@ -184,17 +211,22 @@ class group(Signature[Any]):  # noqa: N801 - Celery's name
         return f"group([{', '.join(repr(task) for task in self.tasks)}])"
 
 
-class chord(Signature[Any]):  # noqa: N801 - Celery's name
+class chord(Signature[Any]):
     """Run the header group, then the body with the list of header results."""
 
-    def __init__(self, header: Any, body: Any = None, app: Celery | None = None,
-                 **options: Any) -> None:
+    def __init__(
+        self, header: Any, body: Any = None, app: Celery | None = None, **options: Any
+    ) -> None:
         members = _tasks_of((header,)) if not isinstance(header, group) else header.tasks
         body_sig = Signature.from_dict(body) if body is not None else None
-        super().__init__("celery.chord", (),
-                         {"header": members, "body": body_sig, "kwargs": {}},
-                         options=options, subtask_type="chord",
-                         app=_app_of([*members, *( [body_sig] if body_sig else [])], app))
+        super().__init__(
+            "celery.chord",
+            (),
+            {"header": members, "body": body_sig, "kwargs": {}},
+            options=options,
+            subtask_type="chord",
+            app=_app_of([*members, *([body_sig] if body_sig else [])], app),
+        )
 
     @classmethod
     def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
@@ -216,9 +248,14 @@ class chord(Signature[Any]):  # noqa: N801 - Celery's name
     def __call__(self, body: Any = None, **options: Any) -> Any:
         return self.apply_async((), {}, body=body, **options)
 
-    def apply_async(self, args: Sequence[Any] | None = None,
-                    kwargs: Mapping[str, Any] | None = None, route_name: str | None = None,
-                    body: Any = None, **options: Any) -> AsyncResult:
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        route_name: str | None = None,
+        body: Any = None,
+        **options: Any,
+    ) -> AsyncResult:
         from celeriac.result import GroupResult
 
         body_sig = Signature.from_dict(body) if body is not None else self.body
@@ -242,8 +279,9 @@ class chord(Signature[Any]):  # noqa: N801 - Celery's name
         if not header:
             return body_sig.apply_async(([],))  # type: ignore[no-any-return]
         header_group = group(header, app=app)
-        header_result = header_group.apply_async(args, kwargs, task_id=group_id,
-                                                 chord=dict(body_sig), **options)
+        header_result = header_group.apply_async(
+            args, kwargs, task_id=group_id, chord=dict(body_sig), **options
+        )
         body_result.parent = header_result
         assert isinstance(header_result, GroupResult)
         return body_result  # type: ignore[no-any-return]
@@ -252,28 +290,35 @@ class chord(Signature[Any]):  # noqa: N801 - Celery's name
         return f"chord([{', '.join(repr(task) for task in self.header)}], {self.body!r})"
 
 
-class xmap(Signature[Any]):  # noqa: N801 - Celery's name
+class xmap(Signature[Any]):
     """Call ``task`` once per item, in one task (``celery.map``)."""
 
     def __init__(self, task: Any, it: Iterable[Any], app: Celery | None = None) -> None:
-        super().__init__("celery.map", (), {"task": dict(task), "it": list(it)},
-                         immutable=True, app=app)
+        super().__init__(
+            "celery.map", (), {"task": dict(task), "it": list(it)}, immutable=True, app=app
+        )
 
 
-class xstarmap(Signature[Any]):  # noqa: N801 - Celery's name
+class xstarmap(Signature[Any]):
     """Call ``task(*item)`` for each item, in one task (``celery.starmap``)."""
 
     def __init__(self, task: Any, it: Iterable[Any], app: Celery | None = None) -> None:
-        super().__init__("celery.starmap", (), {"task": dict(task), "it": list(it)},
-                         immutable=True, app=app)
+        super().__init__(
+            "celery.starmap", (), {"task": dict(task), "it": list(it)}, immutable=True, app=app
+        )
 
 
-class chunks(Signature[Any]):  # noqa: N801 - Celery's name
+class chunks(Signature[Any]):
     """Split ``it`` into chunks of ``n`` items, each chunk one ``celery.starmap`` task."""
 
     def __init__(self, task: Any, it: Iterable[Any], n: int, app: Celery | None = None) -> None:
-        super().__init__("celery.chunks", (), {"task": dict(task), "it": list(it), "n": n},
-                         immutable=True, app=app)
+        super().__init__(
+            "celery.chunks",
+            (),
+            {"task": dict(task), "it": list(it), "n": n},
+            immutable=True,
+            app=app,
+        )
 
     def group(self) -> group:
         task = Signature.from_dict(self.kwargs["task"], app=self._app)

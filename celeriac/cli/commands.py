@@ -16,11 +16,13 @@ from celeriac.cli.main import AppContext
 @click.option("--countdown", type=float, default=None)
 @click.option("--queue", default=None)
 @click.pass_obj
-def call(ctx: AppContext, name: str, args: str, kwargs: str, countdown: float | None,
-         queue: str | None) -> None:
+def call(
+    ctx: AppContext, name: str, args: str, kwargs: str, countdown: float | None, queue: str | None
+) -> None:
     """Send a task by name and print its id."""
-    result = ctx.app.send_task(name, json.loads(args), json.loads(kwargs), countdown=countdown,
-                               queue=queue)
+    result = ctx.app.send_task(
+        name, json.loads(args), json.loads(kwargs), countdown=countdown, queue=queue
+    )
     click.echo(result.id)
 
 
@@ -42,7 +44,8 @@ def purge(ctx: AppContext, queues: str | None, force: bool) -> None:
     """Delete every waiting message from the queues."""
     app = ctx.app
     names = [name for name in (queues or "").split(",") if name] or list(
-        app.publisher.routes.queues)
+        app.publisher.routes.queues
+    )
     if not force:
         click.confirm(f"Delete all waiting messages in {', '.join(names)}?", abort=True)
     transport = app.create_transport()

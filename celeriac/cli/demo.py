@@ -32,13 +32,29 @@ def demo(count: int, concurrency: int) -> None:
     console.print(f"[bold]celeriac demo[/] — embedded broker and results in {DEMO_DIR}")
     started = time.perf_counter()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celeriac", "-A", "celeriac.cli.demo_app", "worker",
-         "-c", str(concurrency), "-q", "-l", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "celeriac",
+            "-A",
+            "celeriac.cli.demo_app",
+            "worker",
+            "-c",
+            str(concurrency),
+            "-q",
+            "-l",
+            "WARNING",
+        ],
         env={**os.environ, "CELERIAC_DEMO_DIR": str(DEMO_DIR.parent)},
     )
     try:
-        with Progress("[progress.description]{task.description}", BarColumn(),
-                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
             sending = progress.add_task("sending ", total=count)
             results = []
             send_started = time.perf_counter()
@@ -67,9 +83,11 @@ def demo(count: int, concurrency: int) -> None:
             table.add_row(results[index].id, f"add({index}, {index})", str(values[index]))
     console.print(table)
     wrong = sum(1 for index, value in enumerate(values) if value != 2 * index)
-    console.print(f"sent {count} tasks in {send_seconds:.2f}s "
-                  f"([bold]{count / send_seconds:,.0f}[/] tasks/s), all results back in "
-                  f"{drain_seconds:.2f}s ([bold]{count / drain_seconds:,.0f}[/] tasks/s), "
-                  f"{total_seconds:.2f}s from start; wrong results: {wrong}")
+    console.print(
+        f"sent {count} tasks in {send_seconds:.2f}s "
+        f"([bold]{count / send_seconds:,.0f}[/] tasks/s), all results back in "
+        f"{drain_seconds:.2f}s ([bold]{count / drain_seconds:,.0f}[/] tasks/s), "
+        f"{total_seconds:.2f}s from start; wrong results: {wrong}"
+    )
     if wrong:
         sys.exit(1)

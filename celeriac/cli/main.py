@@ -16,8 +16,13 @@ from celeriac.exceptions import CeleriacError
 class AppContext:
     """Carries ``-A`` between the root command and subcommands; loads the app on demand."""
 
-    def __init__(self, app_name: str | None, broker: str | None,
-                 result_backend: str | None, app: Celery | None = None) -> None:
+    def __init__(
+        self,
+        app_name: str | None,
+        broker: str | None,
+        result_backend: str | None,
+        app: Celery | None = None,
+    ) -> None:
         self.app_name = app_name
         self.broker = broker
         self.result_backend = result_backend
@@ -38,12 +43,21 @@ class AppContext:
 @click.option("-A", "--app", "app_name", envvar="CELERIAC_APP", help="The app: module[:attr].")
 @click.option("-b", "--broker", default=None, help="Broker URL (overrides broker_url).")
 @click.option("--result-backend", default=None, help="Result backend URL.")
-@click.option("--workdir", default=None, type=click.Path(file_okay=False),
-              help="Change to this directory first.")
+@click.option(
+    "--workdir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Change to this directory first.",
+)
 @click.version_option("0.1.0", prog_name="celeriac")
 @click.pass_context
-def cli(context: click.Context, app_name: str | None, broker: str | None,
-        result_backend: str | None, workdir: str | None) -> None:
+def cli(
+    context: click.Context,
+    app_name: str | None,
+    broker: str | None,
+    result_backend: str | None,
+    workdir: str | None,
+) -> None:
     """celeriac: a distributed task queue that speaks Celery's protocol."""
     if workdir:
         import os

@@ -1,4 +1,7 @@
-"""Body compression, named as kombu names it on the wire (the ``compression`` header is a MIME type)."""
+"""Body compression, named as kombu names it on the wire.
+
+The ``compression`` header carries a MIME type (``application/x-gzip``), not a short name.
+"""
 
 from __future__ import annotations
 

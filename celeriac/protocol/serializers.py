@@ -107,7 +107,7 @@ def json_loads(data: bytes | str) -> Any:
 def _msgpack_dumps(value: Any) -> bytes:
     import msgpack
 
-    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(value, use_bin_type=True)
 
 
 def _msgpack_loads(data: bytes) -> Any:
@@ -133,7 +133,7 @@ def _pickle_dumps(value: Any) -> bytes:
 
 
 def _pickle_loads(data: bytes) -> Any:
-    return pickle.loads(data)  # noqa: S301 - only reached when accept_content allows pickle
+    return pickle.loads(data)
 
 
 _BY_NAME: dict[str, Serializer] = {}

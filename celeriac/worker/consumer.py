@@ -106,8 +106,9 @@ class Consumer:
         fetched = 0
         if room > 0:
             busy = bool(self.ready) or self.pool.active() > 0
-            deliveries = self.transport.fetch(self.queue_names, room,
-                                              0.0 if busy else self.idle_timeout())
+            deliveries = self.transport.fetch(
+                self.queue_names, room, 0.0 if busy else self.idle_timeout()
+            )
             fetched = len(deliveries)
             for delivery in deliveries:
                 self.receive(delivery)
@@ -133,15 +134,20 @@ class Consumer:
             check_task_headers(headers)
         except Exception as exc:
             tag = headers.get("id") or envelope.properties.get("correlation_id") or delivery.tag
-            logger.error("Discarding invalid message %s from queue %r: %s", tag, delivery.queue,
-                         exc)
+            logger.error(
+                "Discarding invalid message %s from queue %r: %s", tag, delivery.queue, exc
+            )
             self.to_drop.append(delivery)
             return
         name, task_id = headers["task"], headers["id"]
         if self.accept is not None and envelope.content_type not in self.accept:
-            logger.error("Discarding message %s (task %s): content type %r is not in "
-                         "accept_content (%s)", task_id, name, envelope.content_type,
-                         ", ".join(sorted(self.accept)))
+            logger.error(
+                "Discarding message %s (task %s): content type %r is not in accept_content (%s)",
+                task_id,
+                name,
+                envelope.content_type,
+                ", ".join(sorted(self.accept)),
+            )
             self.to_drop.append(delivery)
             return
         flags = self.flags.get(name) or self.task_flags(name)
@@ -154,10 +160,20 @@ class Consumer:
         self.seq += 1
         timelimit = headers.get("timelimit") or (None, None)
         job = Job(
-            self.seq, name, task_id, envelope.body, envelope.content_type,
-            envelope.content_encoding, headers, envelope.properties,
-            {"exchange": envelope.exchange, "routing_key": envelope.routing_key or delivery.queue,
-             "redelivered": delivery.redelivered, "priority": envelope.properties.get("priority")},
+            self.seq,
+            name,
+            task_id,
+            envelope.body,
+            envelope.content_type,
+            envelope.content_encoding,
+            headers,
+            envelope.properties,
+            {
+                "exchange": envelope.exchange,
+                "routing_key": envelope.routing_key or delivery.queue,
+                "redelivered": delivery.redelivered,
+                "priority": envelope.properties.get("priority"),
+            },
             timelimit[1] if timelimit[1] is not None else flags.soft_time_limit,
             timelimit[0] if timelimit[0] is not None else flags.hard_time_limit,
         )
@@ -176,8 +192,9 @@ class Consumer:
         try:
             parsed = parse_datetime(eta)
         except Exception as exc:
-            logger.warning("Task %s has an unreadable eta %r (%s): running it now", task_id,
-                           eta, exc)
+            logger.warning(
+                "Task %s has an unreadable eta %r (%s): running it now", task_id, eta, exc
+            )
             return None
         return parsed.timestamp() if parsed is not None else None
 
@@ -191,10 +208,10 @@ class Consumer:
 
         flags = TaskFlags(
             acks_late=bool(pick(task.acks_late, self.default_acks_late)),
-            reject_on_worker_lost=bool(pick(task.reject_on_worker_lost,
-                                            self.default_reject_lost)),
-            acks_on_failure_or_timeout=bool(pick(task.acks_on_failure_or_timeout,
-                                                 self.default_ack_failures)),
+            reject_on_worker_lost=bool(pick(task.reject_on_worker_lost, self.default_reject_lost)),
+            acks_on_failure_or_timeout=bool(
+                pick(task.acks_on_failure_or_timeout, self.default_ack_failures)
+            ),
             soft_time_limit=pick(task.soft_time_limit, self.default_soft),
             hard_time_limit=pick(task.time_limit, self.default_hard),
         )
@@ -202,21 +219,31 @@ class Consumer:
         return flags
 
     def unknown_task(self, delivery: Delivery, name: str, task_id: str) -> None:
-        logger.error("Received unregistered task %r (message %s): discarded. Is the module "
-                     "that defines it imported by this worker (include=/autodiscover)?",
-                     name, task_id)
+        logger.error(
+            "Received unregistered task %r (message %s): discarded. Is the module "
+            "that defines it imported by this worker (include=/autodiscover)?",
+            name,
+            task_id,
+        )
         error = NotRegistered(name)
-        self._store([build_meta(task_id, states.FAILURE, exception_to_dict(error),
-                                f"NotRegistered: {name!r}")])
+        self._store(
+            [
+                build_meta(
+                    task_id, states.FAILURE, exception_to_dict(error), f"NotRegistered: {name!r}"
+                )
+            ]
+        )
         if signals.task_unknown.has_listeners():
-            signals.task_unknown.send(sender=self, name=name, id=task_id,
-                                      message=delivery.envelope, exc=error)
+            signals.task_unknown.send(
+                sender=self, name=name, id=task_id, message=delivery.envelope, exc=error
+            )
         self.to_drop.append(delivery)
 
     def revoke_expired(self, delivery: Delivery, name: str, task_id: str) -> None:
         logger.info("Task %s[%s] expired before it could run: discarded", name, task_id)
-        self._store([build_meta(task_id, states.REVOKED,
-                                exception_to_dict(TaskRevokedError("expired")))])
+        self._store(
+            [build_meta(task_id, states.REVOKED, exception_to_dict(TaskRevokedError("expired")))]
+        )
         self.to_ack.append(delivery)
 
     def _store(self, metas: list[dict[str, Any]]) -> None:

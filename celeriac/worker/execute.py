@@ -32,8 +32,9 @@ def _raise_soft_time_limit(signum: int, frame: Any) -> None:
 class Executor:
     """Runs jobs; ``run_batch`` stores all their results in one backend call."""
 
-    def __init__(self, app: Celery, hostname: str, accept: frozenset[str] | None,
-                 batch_results: bool = True) -> None:
+    def __init__(
+        self, app: Celery, hostname: str, accept: frozenset[str] | None, batch_results: bool = True
+    ) -> None:
         self.app = app
         self.hostname = hostname
         self.accept = accept
@@ -46,8 +47,7 @@ class Executor:
     def runner(self, name: str) -> TaskRunner:
         runner = self.runners.get(name)
         if runner is None:
-            runner = self.runners[name] = TaskRunner(self.app, self.app.tasks[name],
-                                                     self.hostname)
+            runner = self.runners[name] = TaskRunner(self.app, self.app.tasks[name], self.hostname)
         return runner
 
     def run_batch(self, jobs: Sequence[Job]) -> list[Completion]:
@@ -59,19 +59,24 @@ class Executor:
     def run(self, job: Job) -> Completion:
         try:
             runner = self.runner(job.task_name)
-            envelope = Envelope(job.body, job.headers, job.properties, job.content_type,
-                                job.content_encoding)
+            envelope = Envelope(
+                job.body, job.headers, job.properties, job.content_type, job.content_encoding
+            )
             body = decode_task_body(envelope, self.accept)
         except Exception as exc:  # bad message: fail this task alone, with the reason
-            logger.error("Task %s[%s]: cannot decode message: %s", job.task_name, job.task_id,
-                         exc)
-            self.sink.add(build_meta(job.task_id, states.FAILURE, exception_to_dict(exc),
-                                     f"{type(exc).__name__}: {exc}"))
+            logger.error("Task %s[%s]: cannot decode message: %s", job.task_name, job.task_id, exc)
+            self.sink.add(
+                build_meta(
+                    job.task_id,
+                    states.FAILURE,
+                    exception_to_dict(exc),
+                    f"{type(exc).__name__}: {exc}",
+                )
+            )
             return Completion(job.seq, states.FAILURE)
         if job.headers.get("expires") and is_expired(job.headers):
             return self._expired(job)
-        request = request_from_headers(job.headers, job.properties, body.embed,
-                                       job.delivery_info)
+        request = request_from_headers(job.headers, job.properties, body.embed, job.delivery_info)
         soft = job.soft_time_limit
         if soft and self.can_alarm:
             signal.setitimer(signal.ITIMER_REAL, soft)

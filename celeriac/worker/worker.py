@@ -94,8 +94,9 @@ class Worker:
         if not isinstance(level, int):
             raise ImproperlyConfigured(f"unknown log level {self.loglevel!r}")
         if signals.setup_logging.has_listeners():
-            signals.setup_logging.send(sender=None, loglevel=level, logfile=self.logfile,
-                                       format=None, colorize=False)
+            signals.setup_logging.send(
+                sender=None, loglevel=level, logfile=self.logfile, format=None, colorize=False
+            )
             return
         conf = self.app.conf
         handler: logging.Handler = (
@@ -109,9 +110,14 @@ class Worker:
                 root.removeHandler(existing)
         root.addHandler(handler)
         root.setLevel(level)
-        signals.after_setup_logger.send(sender=None, logger=root, loglevel=level,
-                                        logfile=self.logfile, format=conf.worker_log_format,
-                                        colorize=False)
+        signals.after_setup_logger.send(
+            sender=None,
+            logger=root,
+            loglevel=level,
+            logfile=self.logfile,
+            format=conf.worker_log_format,
+            colorize=False,
+        )
 
     def queues(self) -> list[QueueSpec]:
         resolver = self.app.publisher.routes
@@ -132,8 +138,7 @@ class Worker:
         """Run until shut down; return the exit code."""
         self.started_at = time.monotonic()
         app = self.app
-        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf,
-                                  options={})
+        signals.celeryd_init.send(sender=self.hostname, instance=self, conf=app.conf, options={})
         self.setup_logging()
         app.finalize()
         accept = self.accept()
@@ -142,12 +147,15 @@ class Worker:
         signals.worker_init.send(sender=self)
         self.install_signal_handlers()
         try:
-            self.pool = create_pool(self.pool_name, PoolContext(
-                app, self.hostname, self.concurrency, accept, self.max_tasks_per_child))
+            self.pool = create_pool(
+                self.pool_name,
+                PoolContext(app, self.hostname, self.concurrency, accept, self.max_tasks_per_child),
+            )
             self.pool.start()
             self.transport = self.connect()
-            self.consumer = Consumer(app, self.transport, self.pool, queues,
-                                     self.prefetch_count, accept)
+            self.consumer = Consumer(
+                app, self.transport, self.pool, queues, self.prefetch_count, accept
+            )
             self.transport.declare(queues)
             self.banner(queues)
             signals.worker_ready.send(sender=self)
@@ -179,8 +187,14 @@ class Worker:
                 if not retry or (max_retries is not None and attempt > max_retries):
                     raise OperationalError(f"cannot connect to broker {_safe(url)}: {exc}") from exc
                 delay = min(2.0 * attempt, 30.0)
-                logger.error("Cannot connect to broker %s: %s. Trying again in %.0fs "
-                             "(attempt %d/%s).", _safe(url), exc, delay, attempt, max_retries)
+                logger.error(
+                    "Cannot connect to broker %s: %s. Trying again in %.0fs (attempt %d/%s).",
+                    _safe(url),
+                    exc,
+                    delay,
+                    attempt,
+                    max_retries,
+                )
                 self.sleep_unless_stopping(delay)
                 if self.shutdown_requests:
                     raise WorkerTerminate(1) from exc
@@ -224,8 +238,9 @@ class Worker:
         self.shutdown_requests += 1
 
     def stop(self, graceful: bool) -> None:
-        signals.worker_shutting_down.send(sender=self.hostname, sig="SIGTERM",
-                                          how="Warm" if graceful else "Cold", exitcode=0)
+        signals.worker_shutting_down.send(
+            sender=self.hostname, sig="SIGTERM", how="Warm" if graceful else "Cold", exitcode=0
+        )
         consumer, pool, transport = self.consumer, self.pool, self.transport
         try:
             if consumer is not None and graceful:

@@ -11,6 +11,7 @@ for its hard time limit) the parent knows which job was running (it fails with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -102,7 +103,8 @@ class PreforkPool:
         self.slots[base + 2] = _IDLE
         signals.worker_before_create_process.send(sender=self)
         process = _context.Process(
-            target=_child_main, args=(child_conn, self.context, self.slots, index),
+            target=_child_main,
+            args=(child_conn, self.context, self.slots, index),
             name=f"ForkPoolWorker-{index + 1}",
         )
         process.start()
@@ -130,10 +132,9 @@ class PreforkPool:
             batch, pending = pending[:take], pending[take:]
             for job in batch:
                 child.queued[job.seq] = job
-            try:
+            # If the child died, check() reassigns its queued jobs.
+            with contextlib.suppress(OSError):
                 child.conn.send(batch)
-            except (BrokenPipeError, OSError):
-                pass  # the child died; check() will reassign its queued jobs
 
     def wait(self, timeout: float) -> list[Completion]:
         busy = [child for child in self.children if child.queued]
@@ -173,12 +174,19 @@ class PreforkPool:
             running = int(self.slots[base])
             if running >= 0 and child.process.is_alive():
                 job = child.queued.get(running)
-                if job is not None and job.hard_time_limit:
-                    if now - self.slots[base + 1] > job.hard_time_limit:
-                        logger.error("Hard time limit (%ss) exceeded for %s[%s]",
-                                     job.hard_time_limit, job.task_name, job.task_id)
-                        child.process.kill()
-                        child.process.join()
+                if (
+                    job is not None
+                    and job.hard_time_limit
+                    and now - self.slots[base + 1] > job.hard_time_limit
+                ):
+                    logger.error(
+                        "Hard time limit (%ss) exceeded for %s[%s]",
+                        job.hard_time_limit,
+                        job.task_name,
+                        job.task_id,
+                    )
+                    child.process.kill()
+                    child.process.join()
             if not child.process.is_alive():
                 done.extend(self._receive(child))
                 done.extend(self._reap(child, now))
@@ -196,17 +204,23 @@ class PreforkPool:
         done: list[Completion] = []
         for seq, job in sorted(child.queued.items()):
             if seq == running or seq <= last_done:
-                done.append(self._fail_lost(job, exitcode, seq == running, now - self.slots[
-                    base + 1]))
+                done.append(
+                    self._fail_lost(job, exitcode, seq == running, now - self.slots[base + 1])
+                )
             else:
                 self.orphans.append(job)  # never started: run it elsewhere
         if exitcode not in (0, None) or done:
-            logger.error("Process %s (pid %s) exited with code %s", child.process.name,
-                         child.process.pid, exitcode)
+            logger.error(
+                "Process %s (pid %s) exited with code %s",
+                child.process.name,
+                child.process.pid,
+                exitcode,
+            )
         return done
 
-    def _fail_lost(self, job: Job, exitcode: int | None, was_running: bool,
-                   runtime: float) -> Completion:
+    def _fail_lost(
+        self, job: Job, exitcode: int | None, was_running: bool, runtime: float
+    ) -> Completion:
         if was_running and job.hard_time_limit and runtime > job.hard_time_limit:
             error: Exception = TimeLimitExceeded(job.hard_time_limit)
         else:
@@ -214,8 +228,14 @@ class PreforkPool:
                 f"Worker exited prematurely: exitcode {exitcode} Job: {job.seq}."
             )
         self.context.app.backend.store(
-            [build_meta(job.task_id, states.FAILURE, exception_to_dict(error),
-                        f"{type(error).__name__}: {error}")]
+            [
+                build_meta(
+                    job.task_id,
+                    states.FAILURE,
+                    exception_to_dict(error),
+                    f"{type(error).__name__}: {error}",
+                )
+            ]
         )
         return Completion(job.seq, states.FAILURE, worker_lost=True)
 
@@ -226,10 +246,8 @@ class PreforkPool:
             while any(child.queued for child in self.children) and time.monotonic() < deadline:
                 done.extend(self.wait(0.5))
         for child in self.children:
-            try:
+            with contextlib.suppress(OSError):
                 child.conn.send(None)
-            except OSError:
-                pass
         for child in self.children:
             child.process.join(timeout=3 if graceful else 0.1)
             if child.process.is_alive():

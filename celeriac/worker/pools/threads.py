@@ -24,8 +24,9 @@ class ThreadPool:
 
     def start(self) -> None:
         for number in range(self.concurrency):
-            thread = threading.Thread(target=self._work, name=f"celeriac-thread-{number}",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=self._work, name=f"celeriac-thread-{number}", daemon=True
+            )
             thread.start()
             self.threads.append(thread)
 
@@ -50,8 +51,11 @@ class ThreadPool:
         done: list[Completion] = []
         if self.in_flight:
             try:
-                done.append(self.completions.get(timeout=timeout) if timeout > 0
-                            else self.completions.get_nowait())
+                done.append(
+                    self.completions.get(timeout=timeout)
+                    if timeout > 0
+                    else self.completions.get_nowait()
+                )
             except queue.Empty:
                 return done
             while True:
