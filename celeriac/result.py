@@ -105,16 +105,28 @@ def _as_exception(value: Any, traceback: str | None) -> BaseException:
     return exc
 
 
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
+class _Deadline:
+    """An overall timeout, waited out in slices of at most ``interval`` seconds.
 
+    Waiting in slices lets a caller look at other things between them (parents, other
+    members' failures, ``on_interval``, asyncio cancellation).
+    """
 
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+    __slots__ = ("at", "interval")
 
+    def __init__(self, timeout: float | None, interval: float) -> None:
+        self.at = None if timeout is None else time.monotonic() + timeout
+        self.interval = interval
 
-def _past(deadline: float | None) -> bool:
-    return deadline is not None and time.monotonic() >= deadline
+    def remaining(self) -> float | None:
+        return None if self.at is None else max(self.at - time.monotonic(), 0.0)
+
+    def next_slice(self) -> float:
+        remaining = self.remaining()
+        return self.interval if remaining is None else min(self.interval, remaining)
+
+    def passed(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
 
 
 class ResultBase:
@@ -372,16 +384,13 @@ class AsyncResult(ResultBase):
         if not follow_parents and on_interval is None:
             (meta,) = self.backend.wait([self.id], timeout, interval)
             return meta
-        # Wait in slices of ``interval`` to look at the parents and call on_interval.
-        deadline = _deadline(timeout)
+        deadline = _Deadline(timeout, interval)
         while True:
-            remaining = _remaining(deadline)
-            slice_ = interval if remaining is None else min(interval, remaining)
             try:
-                (meta,) = self.backend.wait([self.id], slice_, interval)
+                (meta,) = self.backend.wait([self.id], deadline.next_slice(), interval)
                 return meta
             except TimeoutError:
-                if _past(deadline):
+                if deadline.passed():
                     raise
             if follow_parents:
                 self._maybe_reraise_parent_error()
@@ -405,14 +414,13 @@ class AsyncResult(ResultBase):
             return None
         if disable_sync_subtasks:
             assert_will_not_block()
-        deadline = _deadline(timeout)
+        deadline = _Deadline(timeout, interval)
         while self._cache is None:
-            remaining = _remaining(deadline)
-            slice_ = interval if remaining is None else min(interval, remaining)
+            slice_ = deadline.next_slice()
             try:
                 (meta,) = await asyncio.to_thread(self.backend.wait, [self.id], slice_, interval)
             except TimeoutError:
-                if _past(deadline):
+                if deadline.passed():
                     raise
             else:
                 self._set_cache(meta)
@@ -470,16 +478,14 @@ class EagerResult(AsyncResult):
             "name": name,
         }
 
-    def _get_task_meta(self) -> Meta:
-        assert self._cache is not None
-        return self._cache
+    # The meta is always cached, so nothing here ever asks a backend.
 
     def forget(self) -> None:
         """Nothing is stored."""
 
     def revoke(self, *args: Any, **kwargs: Any) -> None:
-        assert self._cache is not None
-        self._cache["status"] = states.REVOKED
+        if self._cache is not None:
+            self._cache["status"] = states.REVOKED
 
     def __reduce__(self) -> Any:
         meta = self._get_task_meta()
@@ -669,13 +675,13 @@ class ResultSet(ResultBase):
         """
         if disable_sync_subtasks:
             assert_will_not_block()
-        deadline = _deadline(timeout)
+        deadline = _Deadline(timeout, interval)
         singles = [result for result in self.results if isinstance(result, AsyncResult)]
-        self._wait_for_singles(singles, deadline, propagate, interval, on_interval)
+        self._wait_for_singles(singles, deadline, propagate, on_interval)
         values: list[Any] = []
         for result in self.results:
             value = result.get(
-                timeout=_remaining(deadline),
+                timeout=deadline.remaining(),
                 propagate=propagate,
                 interval=interval,
                 on_message=on_message,
@@ -693,9 +699,8 @@ class ResultSet(ResultBase):
     @staticmethod
     def _wait_for_singles(
         singles: list[AsyncResult],
-        deadline: float | None,
+        deadline: _Deadline,
         propagate: bool,
-        interval: float,
         on_interval: Callable[[], object] | None,
     ) -> None:
         """Wait for all plain members with one backend call per round."""
@@ -715,15 +720,11 @@ class ResultSet(ResultBase):
             if len(backends) != 1:
                 return  # all ready, or spread over backends: the members wait one by one
             backend = pending[0].backend
-            remaining = _remaining(deadline)
-            if sliced:
-                wait_for: float | None = interval if remaining is None else min(interval, remaining)
-            else:
-                wait_for = remaining
+            wait_for = deadline.next_slice() if sliced else deadline.remaining()
             try:
-                stored = backend.wait([result.id for result in pending], wait_for, interval)
+                stored = backend.wait([r.id for r in pending], wait_for, deadline.interval)
             except TimeoutError:
-                if _past(deadline):
+                if deadline.passed():
                     raise
                 if on_interval is not None:
                     on_interval()
@@ -742,21 +743,19 @@ class ResultSet(ResultBase):
         """``join()`` for asyncio code, waiting in a thread ``interval`` at a time."""
         if disable_sync_subtasks:
             assert_will_not_block()
-        deadline = _deadline(timeout)
+        deadline = _Deadline(timeout, interval)
         while True:
-            remaining = _remaining(deadline)
-            slice_ = interval if remaining is None else min(interval, remaining)
             try:
                 return await asyncio.to_thread(
                     self.join,
-                    slice_,
+                    deadline.next_slice(),
                     propagate,
                     interval,
                     callback,
                     disable_sync_subtasks=False,
                 )
             except TimeoutError:
-                if _past(deadline):
+                if deadline.passed():
                     raise
 
     aget = ajoin
