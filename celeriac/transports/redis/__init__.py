@@ -1,0 +1,5 @@
+"""Redis broker (``redis://``, ``rediss://``, ``redis+socket://``), kombu-compatible."""
+
+from celeriac.transports.redis.transport import RedisTransport
+
+__all__ = ["RedisTransport"]

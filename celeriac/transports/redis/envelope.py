@@ -1,0 +1,103 @@
+"""kombu's Redis message format: one JSON document per message.
+
+``{"body": <base64>, "content-encoding", "content-type", "headers": {…}, "properties":
+{…, "delivery_info": {"exchange", "routing_key"}, "priority", "body_encoding": "base64",
+"delivery_tag": <uuid4>}}``. A message put back after its consumer died or let it go has
+``headers.redelivered`` and ``properties.delivery_info.redelivered`` set to true, as kombu
+does when it restores one.
+
+On the way in, the transport's own fields (``delivery_info``, ``body_encoding``,
+``delivery_tag``, the ``redelivered`` header) are taken out of the envelope: the exchange
+and routing key go to :class:`Envelope` fields, redelivery to the delivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from typing import Any
+
+import orjson
+
+from celeriac.exceptions import DecodeError
+from celeriac.protocol.message import Envelope
+from celeriac.protocol.serializers import json_dumps, json_loads
+
+logger = logging.getLogger("celeriac.transports.redis")
+
+
+def encode(envelope: Envelope) -> bytes:
+    """The JSON document a kombu consumer reads."""
+    properties = dict(envelope.properties)
+    properties["delivery_info"] = {
+        "exchange": envelope.exchange,
+        "routing_key": envelope.routing_key,
+    }
+    properties["priority"] = properties.get("priority") or 0
+    properties["body_encoding"] = "base64"
+    properties["delivery_tag"] = str(uuid.uuid4())
+    return json_dumps(
+        {
+            "body": base64.b64encode(envelope.body).decode("ascii"),
+            "content-encoding": envelope.content_encoding,
+            "content-type": envelope.content_type,
+            "headers": envelope.headers,
+            "properties": properties,
+        }
+    )
+
+
+def decode(raw: bytes) -> tuple[Envelope, bool]:
+    """The envelope in ``raw`` and whether it was delivered before.
+
+    A document that is not a kombu message comes back as an envelope with the raw bytes as
+    its body and no headers, so the worker rejects it with a clear error instead of the
+    transport losing it silently.
+    """
+    try:
+        return _decode(raw)
+    except (DecodeError, ValueError, TypeError, AttributeError, binascii.Error) as exc:
+        logger.warning("Redis message is not a kombu envelope (%s): %.200r", exc, raw)
+        return Envelope(raw, {}, {}, "application/data", "binary"), False
+
+
+def _decode(raw: bytes) -> tuple[Envelope, bool]:
+    document = json_loads(raw)
+    properties: dict[str, Any] = document["properties"]
+    info = properties.pop("delivery_info", None) or {}
+    body_encoding = properties.pop("body_encoding", "base64")
+    properties.pop("delivery_tag", None)
+    headers: dict[str, Any] = document.get("headers") or {}
+    redelivered = bool(headers.pop("redelivered", False) or info.get("redelivered"))
+    body = document.get("body") or ""
+    if body_encoding == "base64":
+        body = base64.b64decode(body)
+    elif isinstance(body, str):
+        body = body.encode("utf-8")
+    envelope = Envelope(
+        body,
+        headers,
+        properties,
+        document.get("content-type") or "application/data",
+        document.get("content-encoding") or "binary",
+        info.get("exchange") or "",
+        info.get("routing_key") or "",
+    )
+    return envelope, redelivered
+
+
+def mark_redelivered(raw: bytes) -> bytes:
+    """``raw`` with kombu's two redelivered flags set; unchanged if it is not an envelope."""
+    try:
+        document = orjson.loads(raw)
+        document.setdefault("headers", {})["redelivered"] = True
+        properties = document.setdefault("properties", {})
+        info = properties.get("delivery_info")
+        if not isinstance(info, dict):
+            info = properties["delivery_info"] = {}
+        info["redelivered"] = True
+        return orjson.dumps(document)
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return raw
