@@ -10,6 +10,7 @@ import gc
 import multiprocessing
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -129,6 +130,20 @@ def test_used_after_close_raises(url: str) -> None:
 
     with pytest.raises(RuntimeError, match="is closed"):
         transport.fetch(["q"], 1, 0)
+
+
+def test_close_ends_a_fetch_waiting_in_another_thread(url: str) -> None:
+    transport = SQLiteTransport(url)
+    results: list[list[Delivery]] = []
+    waiter = threading.Thread(target=lambda: results.append(transport.fetch(["q"], 1, 30.0)))
+    waiter.start()
+    transport.fetch(["other"], 1, 0)  # usable from this thread while the other one waits
+
+    transport.close()
+    waiter.join(10.0)
+
+    assert not waiter.is_alive()
+    assert results == [[]]
 
 
 # -- routing and batches ------------------------------------------------------------------

@@ -314,7 +314,8 @@ class SQLiteTransport:
                 conn.execute("PRAGMA journal_mode=WAL")
                 break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # any extended code
+                if not busy or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -420,6 +421,8 @@ class SQLiteTransport:
             parameters.append(limit)
         while True:
             with self._lock:
+                if self._unusable is not None:
+                    return []  # closed by another thread while this one waited
                 # Read the version before looking, so a commit made right after an empty
                 # look still counts as a change worth waiting for.
                 seen = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -437,14 +440,17 @@ class SQLiteTransport:
         ``PRAGMA data_version`` changes when any other connection commits, which costs a few
         microseconds to read: a cheap poll that keeps pick-up latency at a few milliseconds.
         """
-        recently_busy = time.monotonic() - self._last_delivery < 1.0
-        interval = self._polling_interval if recently_busy else _IDLE_POLLING_INTERVAL
+        interval = self._polling_interval
+        if time.monotonic() - self._last_delivery > 1.0:
+            interval = max(interval, _IDLE_POLLING_INTERVAL)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             time.sleep(min(interval, remaining))
             with self._lock:
+                if self._unusable is not None:
+                    return False  # closed by another thread while this one waited
                 if conn.execute("PRAGMA data_version").fetchone()[0] != seen:
                     return True
             if self._restore_if_due():
@@ -511,7 +517,8 @@ class SQLiteTransport:
                 # If the requeue failed the rows still name this holder; with its file gone
                 # the next consumer's sweep requeues them.
                 holder.release(remove=True)
-            self._conn.close()
+            with self._lock:
+                self._conn.close()
 
     def __repr__(self) -> str:
         return f"<SQLiteTransport {self.url!r}>"
