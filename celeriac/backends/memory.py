@@ -31,8 +31,10 @@ class _SharedStore:
         self.chords_done: dict[str, float | None] = {}
         # Reentrant: ``store`` holds it around the read-check-write of the base class.
         self.changed = threading.Condition(threading.RLock())
+        self.last_purge = time.monotonic()
 
     def purge_expired(self, now: float) -> None:
+        self.last_purge = now
         for table in (self.values, self.chords_done):
             expired = [key for key, entry in table.items() if _expired(entry, now)]
             for key in expired:
@@ -43,6 +45,9 @@ def _expired(entry: tuple[bytes, float | None] | float | None, now: float) -> bo
     expires_at = entry[1] if isinstance(entry, tuple) else entry
     return expires_at is not None and expires_at <= now
 
+
+#: Seconds between sweeps of expired values, done by a write.
+_PURGE_PERIOD = 60.0
 
 _stores: weakref.WeakValueDictionary[str, _SharedStore] = weakref.WeakValueDictionary()
 _stores_lock = threading.Lock()
@@ -83,11 +88,15 @@ class MemoryBackend(KeyValueBackend):
             return found
 
     def _write(self, items: Sequence[tuple[str, bytes]], expires: float | None) -> None:
-        expires_at = self._expiry(expires)
+        now = time.monotonic()
+        expires_at = None if expires is None else now + expires
         with self._store.changed:
             for key, data in items:
                 self._store.values[key] = (data, expires_at)
             self._store.changed.notify_all()
+            # Expired values are skipped on read; values nobody reads again go here.
+            if now - self._store.last_purge > _PURGE_PERIOD:
+                self._store.purge_expired(now)
 
     def _delete(self, keys: Sequence[str]) -> None:
         with self._store.changed:
