@@ -13,20 +13,39 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import _state, signals
 from celeriac.app.routing import Route, RouteResolver
 from celeriac.exceptions import OperationalError
-from celeriac.protocol.message import Envelope, build_task_envelope, isoformat
+from celeriac.protocol.message import Envelope, TaskMessageTemplate, isoformat, new_task_id
 from celeriac.transports.base import QueueSpec, Transport
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
 
 logger = logging.getLogger("celeriac.publish")
+
+#: Call options that go straight into :class:`TaskMessageTemplate`.
+_TEMPLATE_OPTIONS = (
+    "serializer",
+    "compression",
+    "reply_to",
+    "delivery_mode",
+    "headers",
+    "retries",
+    "time_limit",
+    "soft_time_limit",
+    "group_id",
+    "group_index",
+    "shadow",
+    "argsrepr",
+    "kwargsrepr",
+    "replaced_task_nesting",
+    "stamped_headers",
+    "stamps",
+)
 
 _NON_PUBLISH_OPTIONS = frozenset(
     {
@@ -73,6 +92,7 @@ class Publisher:
         self.retry_policy: Mapping[str, Any] = conf.task_publish_retry_policy
         self.ignore_result: bool = conf.task_ignore_result
         self._local = threading.local()
+        self._templates: dict[tuple[str, int], tuple[TaskMessageTemplate, Route]] = {}
 
     # -- connections
     def transport(self) -> Transport:
@@ -98,40 +118,53 @@ class Publisher:
         kwargs: Mapping[str, Any] | None,
         task_type: Any = None,
         task_id: str | None = None,
-        countdown: float | None = None,
-        eta: dt.datetime | str | None = None,
-        expires: float | dt.datetime | str | None = None,
-        link: Any = None,
-        link_error: Any = None,
-        group_id: str | None = None,
-        group_index: int | None = None,
-        retries: int = 0,
-        chord: Any = None,
-        chain: Any = None,
-        reply_to: str | None = None,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
         root_id: str | None = None,
         parent_id: str | None = None,
-        shadow: str | None = None,
-        replaced_task_nesting: int = 0,
-        serializer: str | None = None,
-        compression: str | None = None,
-        priority: int | None = None,
-        headers: Mapping[str, Any] | None = None,
-        ignore_result: bool | None = None,
-        argsrepr: str | None = None,
-        kwargsrepr: str | None = None,
-        queue: Any = None,
-        exchange: Any = None,
-        routing_key: str | None = None,
-        delivery_mode: int | None = None,
-        stamped_headers: list[str] | None = None,
-        stamps: dict[str, Any] | None = None,
-        **extra: Any,
+        **options: Any,
     ) -> tuple[str, Envelope, Route]:
         """Make the envelope of one call; return ``(task_id, envelope, route)``."""
-        task_id = task_id or str(uuid.uuid4())
+        template, route = self.template(name, task_type, options, args, kwargs)
+        task_id = task_id or new_task_id()
+        parent = _state.get_current_task()
+        if parent is not None:
+            request = parent.request
+            if not request.called_directly:
+                parent_id = parent_id or request.id
+                root_id = root_id or request.root_id
+        envelope = template.envelope(task_id, args or (), kwargs or {}, root_id, parent_id)
+        envelope.exchange = route.exchange
+        envelope.routing_key = route.routing_key
+        return task_id, envelope, route
+
+    def template(
+        self,
+        name: str,
+        task_type: Any,
+        options: Mapping[str, Any],
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> tuple[TaskMessageTemplate, Route]:
+        """The message template and route of a task; cached for calls without options."""
+        cacheable = not options and self.routes.cacheable and not self.inherit_priority
+        if cacheable:
+            key = (name, id(task_type))
+            cached = self._templates.get(key)
+            if cached is None or getattr(task_type, "expires", None) is not None:
+                cached = self._templates[key] = self._make_template(name, task_type, {})
+            return cached
+        return self._make_template(name, task_type, options, args, kwargs)
+
+    def _make_template(
+        self,
+        name: str,
+        task_type: Any,
+        options: Mapping[str, Any],
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> tuple[TaskMessageTemplate, Route]:
+        options = dict(options)
+        queue, exchange = options.pop("queue", None), options.pop("exchange", None)
+        routing_key = options.pop("routing_key", None)
         route_options = (
             {"queue": queue, "exchange": exchange, "routing_key": routing_key}
             if queue or exchange is not None or routing_key is not None
@@ -141,70 +174,55 @@ class Publisher:
             name, getattr(task_type, "queue", None), args, kwargs, route_options, task_type
         )
         if task_type is not None:
-            serializer = serializer or task_type.serializer
-            compression = compression or task_type.compression
-            if priority is None:
-                priority = task_type.priority
-            if time_limit is None:
-                time_limit = task_type.time_limit
-            if soft_time_limit is None:
-                soft_time_limit = task_type.soft_time_limit
-            if expires is None:
-                expires = task_type.expires
-            if ignore_result is None:
-                ignore_result = task_type.ignore_result
-        parent = _state.get_current_task()
-        if parent is not None:
-            request = parent.request
-            if not request.called_directly:
-                parent_id = parent_id or request.id
-                root_id = root_id or request.root_id
-                if priority is None and self.inherit_priority:
-                    priority = request.priority
+            for option in (
+                "serializer",
+                "compression",
+                "priority",
+                "time_limit",
+                "soft_time_limit",
+                "expires",
+                "ignore_result",
+            ):
+                if options.get(option) is None:
+                    options[option] = getattr(task_type, option, None)
+        priority = options.pop("priority", None)
+        if priority is None and self.inherit_priority:
+            parent = _state.get_current_task()
+            if parent is not None and not parent.request.called_directly:
+                priority = parent.request.priority
         if priority is None:
             priority = route.priority if route.priority is not None else self.default_priority
-        eta_text, expires_text, expiration_ms = self._times(countdown, eta, expires)
+        eta_text, expires_text, expiration_ms = self._times(
+            options.pop("countdown", None), options.pop("eta", None), options.pop("expires", None)
+        )
+        link, link_error = options.pop("link", None), options.pop("link_error", None)
+        chain, chord = options.pop("chain", None), options.pop("chord", None)
+        ignore_result = options.pop("ignore_result", None)
+        known = {key: options.pop(key) for key in _TEMPLATE_OPTIONS if key in options}
         extra_properties = {
-            key: value for key, value in extra.items() if key not in _NON_PUBLISH_OPTIONS
+            key: value for key, value in options.items() if key not in _NON_PUBLISH_OPTIONS
         }
-        envelope = build_task_envelope(
+        template = TaskMessageTemplate(
             name,
-            task_id,
-            args or (),
-            kwargs or {},
-            serializer=serializer or self.serializer,
-            compression_name=compression or self.compression,
+            serializer=known.pop("serializer", None) or self.serializer,
+            compression_name=known.pop("compression", None) or self.compression,
             eta=eta_text,
             expires=expires_text,
             expiration_ms=expiration_ms,
-            retries=retries,
-            time_limit=time_limit,
-            soft_time_limit=soft_time_limit,
-            root_id=root_id,
-            parent_id=parent_id,
-            group_id=group_id,
-            group_index=group_index,
-            shadow=shadow,
             callbacks=_signature_dicts(link),
             errbacks=_signature_dicts(link_error),
             chain=[dict(step) for step in chain] if chain else None,
             chord=dict(chord) if chord else None,
             origin=self.origin,
-            reply_to=reply_to or self.reply_to,
+            reply_to=known.pop("reply_to", None) or self.reply_to,
             priority=priority,
-            delivery_mode=delivery_mode or self.delivery_mode,
+            delivery_mode=known.pop("delivery_mode", None) or self.delivery_mode,
             ignore_result=bool(ignore_result if ignore_result is not None else self.ignore_result),
-            argsrepr=argsrepr,
-            kwargsrepr=kwargsrepr,
-            replaced_task_nesting=replaced_task_nesting,
-            stamped_headers=stamped_headers,
-            stamps=stamps,
-            extra_headers=headers,
+            extra_headers=known.pop("headers", None),
             extra_properties=extra_properties or None,
+            **{key: value for key, value in known.items() if value is not None},
         )
-        envelope.exchange = route.exchange
-        envelope.routing_key = route.routing_key
-        return task_id, envelope, route
+        return template, route
 
     @staticmethod
     def _times(

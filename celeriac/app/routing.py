@@ -145,7 +145,7 @@ class RouteResolver:
         if self.default_queue_name not in self.queues:
             self.queues[self.default_queue_name] = self._new_queue(self.default_queue_name)
         self.routers = prepare_routers(conf["task_routes"])
-        self._cacheable = all(isinstance(router, MappingRouter) for router in self.routers)
+        self.cacheable = all(isinstance(router, MappingRouter) for router in self.routers)
         self._cache: dict[str, Route] = {}
 
     def _new_queue(self, name: str) -> QueueSpec:
@@ -182,7 +182,7 @@ class RouteResolver:
         task: Any = None,
     ) -> Route:
         """The route for one call; ``options`` are the call's routing options, if any."""
-        if not options and self._cacheable:
+        if not options and self.cacheable:
             cached = self._cache.get(task_name)
             if cached is None:
                 cached = self._cache[task_name] = self._resolve(task_name, task_queue, {}, task)

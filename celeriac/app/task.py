@@ -133,6 +133,7 @@ class Task(Generic[P, R]):
     #: Request of the call being executed in this context (per task type).
     _request_var: ClassVar[contextvars.ContextVar[Context]]
     _signature: ClassVar[inspect.Signature | None] = None
+    _positional_bounds: ClassVar[tuple[float, float] | None] = None
     _bound: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -184,21 +185,15 @@ class Task(Generic[P, R]):
         if self.typing:
             self.check_arguments(args or (), kwargs or {})
         app = self.app
+        if link is not None:
+            options["link"] = link
+        if link_error is not None:
+            options["link_error"] = link_error
+        if shadow is not None:
+            options["shadow"] = shadow
         if app.conf.task_always_eager:
-            return self.apply(
-                args, kwargs, task_id=task_id, link=link, link_error=link_error, **options
-            )
-        return app.send_task(
-            self.name,
-            args,
-            kwargs,
-            task_id=task_id,
-            link=link,
-            link_error=link_error,
-            shadow=shadow,
-            task_type=self,
-            **options,
-        )
+            return self.apply(args, kwargs, task_id=task_id, **options)
+        return app.send_task(self.name, args, kwargs, task_id=task_id, task_type=self, **options)
 
     def delay_many(self, calls: Iterable[Sequence[Any]], **options: Any) -> list[AsyncResult]:
         """Send one task per tuple of positional arguments, in one batch (one round trip)."""
@@ -215,6 +210,14 @@ class Task(Generic[P, R]):
         signature = self._signature
         if signature is None:
             return
+        if not kwargs:
+            # Fast path for positional calls: compare counts, computed once per task type.
+            bounds = type(self)._positional_bounds
+            if bounds is None:
+                bounds = type(self)._positional_bounds = _positional_bounds(signature)
+            low, high = bounds
+            if low <= len(args) <= high:
+                return
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -439,6 +442,21 @@ class Task(Generic[P, R]):
     def __reduce__(self) -> Any:
         # Tasks travel (e.g. in pickled args) by name and are looked up in the current app.
         return (_task_by_name, (self.name,))
+
+
+def _positional_bounds(signature: inspect.Signature) -> tuple[float, float]:
+    """How many positional arguments a call without keywords may have: (min, max)."""
+    low = high = 0.0
+    for parameter in signature.parameters.values():
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            high = float("inf")
+        elif parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            high += 1
+            if parameter.default is parameter.empty:
+                low += 1
+        elif parameter.kind is parameter.KEYWORD_ONLY and parameter.default is parameter.empty:
+            return (float("inf"), -1.0)  # a required keyword-only argument: always bind()
+    return low, high
 
 
 def _task_by_name(name: str) -> Task[Any, Any]:
