@@ -672,9 +672,9 @@ def test_sqlite_cleanup_deletes_expired_rows(tmp_path: Path) -> None:
     lasting = SQLiteBackend(url, BackendOptions(expires=None))
     try:
         expired_id, kept_id, group_id = new_id(), new_id(), new_id()
-        short.store([success(expired_id, 1)])
         short.save_group(group_id, [])
         short.chord_part_return(group_id, 2, 0, member_meta(group_id, 0))
+        short.store([success(expired_id, 1)])  # written last: expires last
         lasting.store([success(kept_id, 2)])
         assert poll_until(lambda: short.get([expired_id]) == [None], within=5)
         short.cleanup()
