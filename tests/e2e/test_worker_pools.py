@@ -1,0 +1,120 @@
+"""Worker pools end to end: prefork, threads and solo run tasks; ``-c``, ``-Q``, ``-n`` work."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.worker_harness import broker, load, take_all
+from tests.support import WorkerProcess
+
+TASKS = """
+import threading
+
+@app.task
+def add(x, y):
+    return x + y
+
+@app.task
+def where(delay=0.0):
+    time.sleep(delay)
+    return [os.getpid(), threading.get_ident()]
+
+@app.task(bind=True)
+def who(self):
+    return self.request.hostname
+"""
+
+StartWorker = Callable[..., WorkerProcess]
+Project = Callable[[dict[str, str]], Path]
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+def test_pool_runs_tasks_and_returns_results(
+    pool: str, project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    worker = start_worker(directory, "wtasks", "-P", pool, "-c", "2")
+
+    results = [wtasks.add.delay(n, n) for n in range(20)]
+
+    assert [result.get(timeout=10) for result in results] == [2 * n for n in range(20)]
+    assert all(result.state == "SUCCESS" for result in results)
+    pid, _ = wtasks.where.delay().get(timeout=10)
+    if pool == "prefork":
+        assert pid != worker.process.pid  # ran in a child process
+    else:
+        assert pid == worker.process.pid  # ran inside the worker process itself
+
+
+def test_prefork_concurrency_is_the_number_of_child_processes(
+    project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    worker = start_worker(directory, "wtasks", "-P", "prefork", "-c", "2")
+
+    # Slow enough that both children must take part: four at once on two processes.
+    results = [wtasks.where.delay(0.3) for _ in range(4)]
+    pids = {pid for pid, _ in (result.get(timeout=10) for result in results)}
+
+    assert len(pids) == 2
+    assert worker.process.pid not in pids
+
+
+def test_threads_concurrency_is_the_number_of_threads(
+    project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    worker = start_worker(directory, "wtasks", "-P", "threads", "-c", "3")
+
+    results = [wtasks.where.delay(0.3) for _ in range(6)]
+    ran = [result.get(timeout=10) for result in results]
+
+    assert {pid for pid, _ in ran} == {worker.process.pid}
+    assert len({thread for _, thread in ran}) == 3
+
+
+def test_worker_consumes_only_the_queues_named_by_dash_q(
+    project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    start_worker(directory, "wtasks", "-P", "solo", "-Q", "alpha,gamma")
+
+    elsewhere = wtasks.add.apply_async((1, 1), queue="beta")
+    on_alpha = wtasks.add.apply_async((2, 2), queue="alpha")
+    on_gamma = wtasks.add.apply_async((3, 3), queue="gamma")
+
+    assert on_alpha.get(timeout=10) == 4
+    assert on_gamma.get(timeout=10) == 6
+    # Both were published after the one for beta, so the worker had every chance to take it.
+    assert elsewhere.state == "PENDING"
+    with broker(wtasks) as transport:
+        assert transport.size("beta") == 1
+        [left] = take_all(transport, "beta")
+        assert left.envelope.headers["id"] == elsewhere.id
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
+def test_hostname_from_dash_n_is_in_the_request(
+    pool: str, project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    start_worker(directory, "wtasks", "-P", pool, "-c", "1", "-n", "alpha@%h")
+
+    assert wtasks.who.delay().get(timeout=10) == f"alpha@{socket.gethostname()}"
+
+
+def test_default_pool_is_prefork(
+    project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    worker = start_worker(directory, "wtasks", "-c", "1")
+
+    pid, _ = wtasks.where.delay().get(timeout=10)
+
+    assert "(prefork)" in worker.output
+    assert pid not in (worker.process.pid, os.getpid())
