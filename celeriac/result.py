@@ -129,6 +129,26 @@ class _Deadline:
         return self.at is not None and time.monotonic() >= self.at
 
 
+def _revoke(
+    app: Any,
+    task_ids: str | list[str],
+    connection: Any,
+    terminate: bool,
+    signal: str | None,
+    wait: bool,
+    timeout: float | None,
+) -> Any:
+    resolved: Any = app if app is not None else get_current_app()
+    return resolved.control.revoke(
+        task_ids,
+        connection=connection,
+        terminate=terminate,
+        signal=signal,
+        reply=wait,
+        timeout=timeout,
+    )
+
+
 class ResultBase:
     """What every kind of result offers (``celery.result.ResultBase``)."""
 
@@ -447,15 +467,7 @@ class AsyncResult(ResultBase):
         timeout: float | None = None,
     ) -> Any:
         """Ask the workers not to run the task (``app.control.revoke``)."""
-        app: Any = self.app if self.app is not None else get_current_app()
-        return app.control.revoke(
-            self.id,
-            connection=connection,
-            terminate=terminate,
-            signal=signal,
-            reply=wait,
-            timeout=timeout,
-        )
+        return _revoke(self.app, self.id, connection, terminate, signal, wait, timeout)
 
 
 class EagerResult(AsyncResult):
@@ -643,15 +655,8 @@ class ResultSet(ResultBase):
         wait: bool = False,
         timeout: float | None = None,
     ) -> Any:
-        app: Any = self.app if self.app is not None else get_current_app()
-        return app.control.revoke(
-            [result.id for result in self.results],
-            connection=connection,
-            terminate=terminate,
-            signal=signal,
-            reply=wait,
-            timeout=timeout,
-        )
+        task_ids = [str(result.id) for result in self.results]
+        return _revoke(self.app, task_ids, connection, terminate, signal, wait, timeout)
 
     # -- waiting ---------------------------------------------------------------------
 

@@ -270,25 +270,21 @@ def test_id_is_required() -> None:
 
 
 def test_await_and_aget(backend: ResultBackend) -> None:
-    task_id = new_id()
+    task_id, done_id = new_id(), store_success(backend, "done")
 
     async def main() -> tuple[Any, Any]:
-        result = AsyncResult(task_id, backend=backend)
-        loop_ticks = 0
-
         async def store_soon() -> None:
-            nonlocal loop_ticks
-            loop_ticks += 1  # the loop keeps running while the result is awaited
             await asyncio.to_thread(backend.store, [build_meta(task_id, states.SUCCESS, 7)])
 
+        # The result is stored by a coroutine on the same loop, so aget must not block it.
         storing = asyncio.create_task(store_soon())
-        value = await result
+        value = await AsyncResult(task_id, backend=backend).aget(timeout=10, interval=0.05)
         await storing
         with pytest.raises(TimeoutError):
             await AsyncResult(new_id(), backend=backend).aget(timeout=0.1, interval=0.05)
-        return value, loop_ticks
+        return value, await AsyncResult(done_id, backend=backend)
 
-    assert asyncio.run(main()) == (7, 1)
+    assert asyncio.run(main()) == (7, "done")
 
 
 # -- where the backend comes from -----------------------------------------------------------

@@ -145,13 +145,27 @@ class _ThreadConnection:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
         self.pid = os.getpid()
+        _open_connections.add(self)
 
     def __del__(self) -> None:
-        # A forked child never closes the connection it inherited: closing runs SQLite's
-        # lock and WAL bookkeeping, which belongs to the parent.
         if self.pid == os.getpid():
             with contextlib.suppress(Exception):
                 self.connection.close()
+
+
+# -- fork safety -------------------------------------------------------------------------
+_open_connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
+#: Connections a forked child inherited. SQLite must not use, or even close, a connection
+#: across a fork (closing runs lock and WAL bookkeeping that belongs to the parent), and
+#: a collected ``sqlite3.Connection`` closes itself: so the child keeps them referenced.
+_inherited_connections: list[sqlite3.Connection] = []
+
+
+def _keep_inherited_connections() -> None:
+    _inherited_connections.extend(held.connection for held in list(_open_connections))
+
+
+os.register_at_fork(after_in_child=_keep_inherited_connections)
 
 
 class SQLiteBackend:
@@ -397,7 +411,8 @@ class SQLiteBackend:
 
     def close(self) -> None:
         for held in list(self._connections):
-            with contextlib.suppress(sqlite3.Error):
-                held.connection.close()
+            if held.pid == os.getpid():  # never one a forked child inherited
+                with contextlib.suppress(sqlite3.Error):
+                    held.connection.close()
         self._connections.clear()
         self._local = threading.local()

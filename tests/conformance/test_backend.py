@@ -690,6 +690,27 @@ def test_sqlite_cleanup_deletes_expired_rows(tmp_path: Path) -> None:
         lasting.close()
 
 
+def test_sqlite_backend_keeps_working_across_fork(tmp_path: Path) -> None:
+    backend = SQLiteBackend(f"db+sqlite:///{tmp_path / 'r.db'}")
+    before, in_child, after = new_id(), new_id(), new_id()
+    backend.store([success(before, "parent")])  # the parent has a connection open
+    pid = os.fork()
+    if pid == 0:  # the child: store through the inherited instance, then close it
+        code = 1
+        try:
+            backend.store([success(in_child, "child")])
+            backend.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    backend.store([success(after, "parent again")])
+    got = backend.get([before, in_child, after])
+    assert [meta and meta["result"] for meta in got] == ["parent", "child", "parent again"]
+    backend.close()
+
+
 def test_disabled_backend_explains_how_to_configure_one() -> None:
     backend = DisabledBackend()
     assert backend.capabilities.enabled is False
