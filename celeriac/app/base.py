@@ -111,7 +111,7 @@ class Celery:
             if silent:
                 return
             raise
-        self.conf.update(values)
+        self.conf.load_config(values)
         self._reset_connections()
 
     def config_from_envvar(
@@ -129,10 +129,8 @@ class Celery:
         return True
 
     def add_defaults(self, values: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> None:
-        resolved = values() if callable(values) else values
-        for name, value in resolved.items():
-            if not self.conf.is_set(name):
-                self.conf.setdefault(name, value)
+        """Add default settings (a mapping, or a function returning one, called now)."""
+        self.conf.add_defaults(values() if callable(values) else values)
 
     def _reset_connections(self) -> None:
         self._backend = None
