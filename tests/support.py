@@ -34,7 +34,8 @@ class WorkerProcess:
 
     @property
     def output(self) -> str:
-        self.log_file.flush()
+        if not self.log_file.closed:  # still readable after stop()
+            self.log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 15.0) -> WorkerProcess:
