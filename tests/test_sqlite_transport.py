@@ -192,6 +192,23 @@ def test_batches_larger_than_one_statement_settle_together(broker: SQLiteTranspo
     assert broker.size("big") == 0
 
 
+def test_an_empty_look_is_remembered_per_queue_and_forgotten_on_own_writes(
+    broker: SQLiteTransport, url: str
+) -> None:
+    other = SQLiteTransport(url)
+    other.publish([message("b", 1)])
+    other.close()
+
+    assert broker.fetch(["a"], 1, 0) == []
+    [from_b] = broker.fetch(["b"], 1, 0)  # nothing changed since, but it is another queue
+    assert broker.fetch(["b"], 1, 0) == []
+    broker.reject([from_b], requeue=True)
+    assert numbers(broker.fetch(["b"], 1, 0)) == [1]
+    assert broker.fetch(["a"], 1, 0) == []
+    broker.publish([message("a", 2)])
+    assert numbers(broker.fetch(["a"], 1, 0)) == [2]
+
+
 def test_message_ids_are_never_reused(broker: SQLiteTransport) -> None:
     broker.publish([message("q", 1)])
     [first] = broker.fetch(["q"], 1, 1.0)
