@@ -73,6 +73,23 @@ def test_relative_and_absolute_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         absolute.close()
 
 
+def test_a_symlinked_path_shares_the_holders_of_the_real_one(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    direct = SQLiteTransport(f"sqlite:///{tmp_path}/real/broker.db")
+    linked = SQLiteTransport(f"sqlite:///{tmp_path}/link/broker.db")
+    try:
+        direct.publish([message("q", 1)])
+        held = linked.fetch(["q"], 1, 1.0)
+
+        assert linked.path == direct.path
+        assert direct.restore_dead_holders() == 0  # finds the live holder's lock file
+        assert len(held) == 1
+    finally:
+        direct.close()
+        linked.close()
+
+
 @pytest.mark.parametrize("bad_url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
 def test_url_without_a_file_is_refused_clearly(bad_url: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="names no database file"):

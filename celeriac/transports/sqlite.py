@@ -87,7 +87,11 @@ _DEFAULT_RESTORE_INTERVAL = 1.0
 
 
 def database_path(url: str) -> Path:
-    """The file a ``sqlite://`` URL names, made absolute against the current directory."""
+    """The file a ``sqlite://`` URL names, absolute and without symlinks.
+
+    Canonical, because the holders' lock directory is found next to it: two processes that
+    reach the database by different paths must still see each other's locks.
+    """
     path = urlsplit(url).path
     if path.startswith("/"):
         path = path[1:]  # sqlite:///relative.db → "relative.db"; sqlite:////abs.db → "/abs.db"
@@ -96,7 +100,7 @@ def database_path(url: str) -> Path:
             f"broker_url {url!r} names no database file: use sqlite:///relative/path.db or "
             "sqlite:////absolute/path.db (memory:// for a broker inside one process)"
         )
-    return Path(path).absolute()
+    return Path(path).resolve()
 
 
 class _HolderLock:
