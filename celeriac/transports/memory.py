@@ -65,7 +65,12 @@ def _broker_for(url: str) -> _Broker:
         return broker
 
 
-def _encode_meta(envelope: Envelope) -> bytes:
+def encode_meta(envelope: Envelope) -> bytes:
+    """Everything of an envelope but its body, as one JSON blob.
+
+    The storage form of this transport and of the SQLite one: no base64, one field to
+    decode, and the same JSON limits as a real broker.
+    """
     return orjson.dumps(
         [
             envelope.headers,
@@ -78,7 +83,8 @@ def _encode_meta(envelope: Envelope) -> bytes:
     )
 
 
-def _decode_envelope(body: bytes, meta: bytes) -> Envelope:
+def decode_envelope(body: bytes, meta: bytes) -> Envelope:
+    """The envelope :func:`encode_meta` and its body were made from."""
     headers, properties, content_type, content_encoding, exchange, routing_key = orjson.loads(meta)
     return Envelope(
         body, headers, properties, content_type, content_encoding, exchange, routing_key
@@ -114,7 +120,7 @@ class MemoryTransport:
 
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         # Serialize outside the lock: it is the expensive part and touches no shared state.
-        encoded = [(envelope, _encode_meta(envelope)) for envelope in envelopes]
+        encoded = [(envelope, encode_meta(envelope)) for envelope in envelopes]
         broker = self._broker
         with broker.condition:
             for envelope, meta in encoded:
@@ -136,7 +142,7 @@ class MemoryTransport:
                     break
                 broker.condition.wait(remaining)
         return [
-            Delivery(_decode_envelope(entry[2], entry[3]), entry[1], queue, entry[4])
+            Delivery(decode_envelope(entry[2], entry[3]), entry[1], queue, entry[4])
             for queue, entry in taken
         ]
 

@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.message import Envelope
 from celeriac.transports.base import (
@@ -43,6 +41,7 @@ from celeriac.transports.base import (
     TransportOptions,
     bound_queues,
 )
+from celeriac.transports.memory import decode_envelope, encode_meta
 
 SCHEMA_VERSION = 1
 
@@ -242,26 +241,9 @@ def _chunks(ids: Sequence[Hashable]) -> Iterator[Sequence[Hashable]]:
         yield ids[start : start + _IDS_PER_STATEMENT]
 
 
-def _encode_meta(envelope: Envelope) -> bytes:
-    return orjson.dumps(
-        [
-            envelope.headers,
-            envelope.properties,
-            envelope.content_type,
-            envelope.content_encoding,
-            envelope.exchange,
-            envelope.routing_key,
-        ]
-    )
-
-
 def _delivery(row: Any) -> Delivery:
     message_id, queue, _priority, redelivered, body, meta = row
-    headers, properties, content_type, content_encoding, exchange, routing_key = orjson.loads(meta)
-    envelope = Envelope(
-        body, headers, properties, content_type, content_encoding, exchange, routing_key
-    )
-    return Delivery(envelope, message_id, queue, bool(redelivered))
+    return Delivery(decode_envelope(body, meta), message_id, queue, bool(redelivered))
 
 
 class SQLiteTransport:
@@ -382,7 +364,7 @@ class SQLiteTransport:
         if not envelopes:
             return
         # Serialize before taking the write lock, so the transaction stays short.
-        encoded = [(envelope, _encode_meta(envelope)) for envelope in envelopes]
+        encoded = [(envelope, encode_meta(envelope)) for envelope in envelopes]
         with self._writing() as conn:
             routes = self._routes(conn, {envelope.exchange for envelope in envelopes})
             rows = [
