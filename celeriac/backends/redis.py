@@ -1,0 +1,357 @@
+"""``redis://`` results, in the keys and format Celery's Redis backend uses.
+
+* ``celery-task-meta-<id>``: the meta, serialized with ``result_serializer`` (JSON by
+  default), written with ``SETEX`` (plain ``SET`` without expiry) and ``PUBLISH``\\ed on a
+  channel of the same name, in one round trip. A stored SUCCESS is never overwritten: the
+  check and the write are one script (Celery reads, then writes).
+* ``celery-taskset-meta-<id>``: ``{"result": <group tuple>}``.
+* Chords as Celery 5.7 joins them, so Celery and celeriac workers can share one chord:
+  ``celery-taskset-meta-<gid>.j`` (sorted set, score ``group_index``, members
+  ``[1, task_id, state, result]``), ``.s`` (size; celeriac writes it when no client did),
+  ``.t`` (size adjustments), ``.d`` (``task_id:index`` already counted) and ``.c`` (the
+  claim; ``done`` once the body was released). One script counts, dedups and claims.
+* ``wait`` subscribes to the channels first, then reads what was written before: no polling.
+* ``result_backend_transport_options["global_keyprefix"]`` prefixes every key, with ``_``
+  appended unless it ends in one of ``:_-.``, as in Celery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.client import PubSub
+from redis.retry import Retry
+
+from celeriac import states
+from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
+from celeriac.backends.kv import GROUP_KEY_PREFIX, TASK_KEY_PREFIX, KeyValueBackend
+from celeriac.exceptions import ImproperlyConfigured, TimeoutError
+
+logger = logging.getLogger("celeriac.backends.redis")
+
+T = TypeVar("T")
+
+_RETRYABLE = (redis.ConnectionError, redis.TimeoutError)
+_NOT_RETRYABLE = (redis.AuthenticationError, redis.exceptions.AuthorizationError)
+#: How long the "chord body released" mark keeps late duplicates out (Celery: >= 300 s).
+_CHORD_DONE_SECONDS = 300
+_SET_COMMAND = {"EX": "SETEX", "PX": "PSETEX"}
+#: One read of a wait without a deadline; the loop reads again after it.
+_FOREVER = 3600.0
+
+#: KEYS: the task key. ARGV: value, expiry unit ('EX', 'PX' or ''), expiry, codec of
+#: stored values ('json' or 'msgpack'). Writes and publishes unless a SUCCESS is stored.
+_STORE = """
+local stored = redis.call('GET', KEYS[1])
+if stored then
+    local ok, meta
+    if ARGV[4] == 'msgpack' then
+        ok, meta = pcall(cmsgpack.unpack, stored)
+    else
+        ok, meta = pcall(cjson.decode, stored)
+    end
+    if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
+end
+if ARGV[2] == '' then
+    redis.call('SET', KEYS[1], ARGV[1])
+else
+    redis.call('SET', KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+
+#: KEYS: .j, .t, .s, .d, .c of the group. ARGV: task id, member, group index, expiry in ms
+#: (0: none), seconds the done mark lasts, chord size known to the caller (0: unknown).
+#: Returns the members in index order to the one call that completes the chord, else nil.
+_CHORD_PART = """
+if redis.call('GET', KEYS[5]) == 'done' then return false end
+local counted = ARGV[1] .. ':' .. ARGV[3]
+if redis.call('SISMEMBER', KEYS[4], counted) == 0 then
+    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+    redis.call('SADD', KEYS[4], counted)
+end
+if redis.call('EXISTS', KEYS[3]) == 0 and tonumber(ARGV[6]) > 0 then
+    redis.call('SET', KEYS[3], ARGV[6])
+end
+local expires = tonumber(ARGV[4])
+if expires > 0 then
+    for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], expires) end
+end
+local size = tonumber(redis.call('GET', KEYS[3]) or '0')
+size = size + tonumber(redis.call('GET', KEYS[2]) or '0')
+if size <= 0 or redis.call('ZCARD', KEYS[1]) < size then return false end
+-- A Celery worker may hold a claim token: then it releases the body, not us.
+if not redis.call('SET', KEYS[5], 'done', 'NX', 'EX', ARGV[5]) then return false end
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return members
+"""
+
+
+def redis_py_url(url: str) -> str:
+    """Rewrite a Celery result URL into one ``redis.ConnectionPool.from_url`` reads."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if "ssl_cert_reqs" in query:
+        value = query["ssl_cert_reqs"]
+        query["ssl_cert_reqs"] = value.lower().removeprefix("cert_")
+    if parts.scheme in ("redis+socket", "socket"):
+        return urlunsplit(("unix", "", parts.netloc + parts.path, urlencode(query), ""))
+    if parts.scheme not in ("redis", "rediss"):
+        raise ImproperlyConfigured(f"result_backend {url!r} is not a Redis URL")
+    netloc = parts.netloc
+    if not parts.hostname:  # ``redis://`` or ``redis://:secret@``: the local server
+        userinfo, _, port = netloc.rpartition("@")
+        netloc = (f"{userinfo}@" if userinfo else "") + "localhost" + port
+    db = parts.path.strip("/")
+    if db:
+        if not db.isdigit():
+            raise ImproperlyConfigured(f"result_backend: the path of {url!r} must be a db number")
+        query.setdefault("db", db)
+    return urlunsplit((parts.scheme, netloc, "", urlencode(query), ""))
+
+
+def key_prefix(transport_options: Mapping[str, Any]) -> str:
+    """Celery's rule: ``global_keyprefix`` plus ``_`` unless it ends in ``:_-.``."""
+    prefix = str(transport_options.get("global_keyprefix") or "")
+    if prefix and prefix[-1] not in ":_-.":
+        prefix += "_"
+    return prefix
+
+
+class RedisBackend(KeyValueBackend):
+    """Celery-compatible results in Redis."""
+
+    capabilities = BackendCapabilities(enabled=True, cross_process=True, push=True)
+
+    def __init__(self, url: str, options: BackendOptions | None = None) -> None:
+        super().__init__(url, options or BackendOptions())
+        extra = self.options.transport_options
+        self._pool = redis.ConnectionPool.from_url(
+            redis_py_url(url),
+            socket_connect_timeout=float(extra.get("socket_connect_timeout", 4.0)),
+            socket_timeout=float(extra.get("socket_timeout", 30.0)),
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._client = redis.Redis(connection_pool=self._pool)
+        self._prefix = key_prefix(extra)
+        self._store_script = self._client.register_script(_STORE)
+        self._chord_script = self._client.register_script(_CHORD_PART)
+        #: stored values the store script can read to keep a SUCCESS (others: read first)
+        self._script_codec = {"application/json": "json", "application/x-msgpack": "msgpack"}.get(
+            self.codec.content_type
+        )
+        self._max_retries = int(extra.get("max_retries", 20))
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {self.url!r}>"
+
+    # -- the key-value primitives (keys come without the global prefix) -------------------
+
+    def _read(self, keys: Sequence[str]) -> list[bytes | None]:
+        prefixed = [self._prefix + key for key in keys]
+        values = self._call("read", lambda: self._client.mget(prefixed))
+        return [value.encode() if isinstance(value, str) else value for value in values]
+
+    def _write(self, items: Sequence[tuple[str, bytes]], expires: float | None) -> None:
+        unit, amount = _expiry(expires)
+
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for key, data in items:
+                full_key = self._prefix + key
+                if unit:  # SETEX/PSETEX, the commands Celery sends (redis-py deprecates them)
+                    pipe.execute_command(  # type: ignore[no-untyped-call]
+                        _SET_COMMAND[unit], full_key, amount, data
+                    )
+                else:
+                    pipe.set(full_key, data)
+                pipe.publish(full_key, data)
+            pipe.execute()
+
+        self._call("write", write)
+
+    def _delete(self, keys: Sequence[str]) -> None:
+        prefixed = [self._prefix + key for key in keys]
+        self._call("delete", lambda: self._client.delete(*prefixed))
+
+    # -- the interface -----------------------------------------------------------------
+
+    def store(self, metas: Sequence[Mapping[str, Any]]) -> None:
+        if not metas:
+            return
+        codec = self._script_codec
+        if codec is None:  # pickle, yaml: Lua cannot read them
+            super().store(metas)
+            return
+        unit, amount = _expiry(self.expires)
+        encoded = [
+            (self._prefix + TASK_KEY_PREFIX + meta["task_id"], self.codec.encode(dict(meta)))
+            for meta in metas
+        ]
+
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            for key, data in encoded:
+                self._store_script(keys=[key], args=[data, unit, amount, codec], client=pipe)
+            pipe.execute()
+
+        self._call("store", write)
+
+    def wait(self, task_ids: Sequence[str], timeout: float | None, interval: float) -> list[Meta]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while True:
+            try:
+                return self._wait(task_ids, deadline, timeout)
+            except _NOT_RETRYABLE:
+                raise
+            except _RETRYABLE as exc:
+                attempt += 1
+                self._retry_or_raise("wait", exc, attempt)
+
+    def chord_part_return(
+        self, group_id: str, size: int, index: int, meta: Mapping[str, Any]
+    ) -> list[Meta] | None:
+        group_key = self._prefix + GROUP_KEY_PREFIX + group_id
+        task_id = str(meta.get("task_id") or "")
+        member = self.codec.encode([1, task_id, meta.get("status"), meta.get("result")])
+        expires_ms = round(self.expires * 1000) if self.expires else 0
+        members = self._call(
+            "chord_part_return",
+            lambda: self._chord_script(
+                keys=[f"{group_key}.{suffix}" for suffix in ("j", "t", "s", "d", "c")],
+                args=[task_id, member, index, expires_ms, _CHORD_DONE_SECONDS, size],
+            ),
+        )
+        if not members:
+            return None
+        joined: list[Meta] = []
+        for data in members:
+            _, member_id, status, result = self.codec.decode(data)
+            joined.append({"task_id": member_id, "status": status, "result": result})
+        return joined
+
+    def close(self) -> None:
+        self._pool.disconnect()
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def _wait(
+        self, task_ids: Sequence[str], deadline: float | None, timeout: float | None
+    ) -> list[Meta]:
+        unique = list(dict.fromkeys(task_ids))
+        ready: dict[str, Meta] = {}
+        self._collect(ready, unique, self.get(unique))
+        if len(ready) < len(unique) and (deadline is None or deadline > time.monotonic()):
+            channels = {
+                self._prefix + TASK_KEY_PREFIX + task_id: task_id
+                for task_id in unique
+                if task_id not in ready
+            }
+            with contextlib.closing(self._client.pubsub()) as pubsub:  # type: ignore[no-untyped-call]
+                pubsub.subscribe(*channels)
+                self._await_subscribed(pubsub, len(channels), channels, ready, deadline)
+                # Subscribed: what was written before is read now, anything later is pushed.
+                pending = [task_id for task_id in unique if task_id not in ready]
+                self._collect(ready, pending, self.get(pending))
+                while len(ready) < len(unique):
+                    remaining = _FOREVER if deadline is None else deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    message = pubsub.get_message(timeout=remaining)
+                    self._take_message(message, channels, ready)
+        if len(ready) < len(unique):
+            raise TimeoutError(
+                f"The operation timed out: {len(unique) - len(ready)} of {len(unique)} "
+                f"results not ready after {timeout} s"
+            )
+        return [dict(ready[task_id]) for task_id in task_ids]
+
+    def _await_subscribed(
+        self,
+        pubsub: PubSub,
+        count: int,
+        channels: Mapping[str, str],
+        ready: dict[str, Meta],
+        deadline: float | None,
+    ) -> None:
+        # Redis confirms each channel with the running subscription count.
+        while True:
+            remaining = _FOREVER if deadline is None else max(deadline - time.monotonic(), 0.05)
+            message = pubsub.get_message(timeout=remaining)
+            if message is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                continue
+            if message["type"] == "subscribe":
+                if message["data"] == count:
+                    return
+            else:
+                self._take_message(message, channels, ready)
+
+    def _take_message(
+        self, message: Mapping[str, Any] | None, channels: Mapping[str, str], ready: dict[str, Meta]
+    ) -> None:
+        if message is None or message.get("type") != "message":
+            return
+        channel = message["channel"]
+        task_id = channels.get(channel.decode() if isinstance(channel, bytes) else channel)
+        if task_id is not None:
+            self._collect(ready, [task_id], [self.codec.decode(message["data"])])
+
+    @staticmethod
+    def _collect(
+        ready: dict[str, Meta], task_ids: Sequence[str], metas: Sequence[Meta | None]
+    ) -> None:
+        for task_id, meta in zip(task_ids, metas, strict=True):
+            if meta is not None and meta.get("status") in states.READY_STATES:
+                ready.setdefault(task_id, meta)
+
+    # -- connection loss ------------------------------------------------------------------
+
+    def _call(self, what: str, operation: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return operation()
+            except _NOT_RETRYABLE:
+                raise
+            except _RETRYABLE as exc:
+                attempt += 1
+                self._retry_or_raise(what, exc, attempt)
+
+    def _retry_or_raise(self, what: str, exc: Exception, attempt: int) -> None:
+        self._pool.disconnect()
+        if attempt > self._max_retries:
+            raise ConnectionError(
+                f"Redis result backend: {what} failed after {attempt - 1} retries: {exc}"
+            ) from exc
+        delay = min(0.1 * 2 ** (attempt - 1), 1.0)
+        logger.warning(
+            "Redis result backend: %s failed (%s); retry %d/%d in %.1f s",
+            what,
+            exc,
+            attempt,
+            self._max_retries,
+            delay,
+        )
+        time.sleep(delay)
+
+
+def _expiry(expires: float | None) -> tuple[str, int]:
+    """The ``SET`` expiry option for ``expires`` seconds: ``EX`` (Celery's SETEX) when whole."""
+    if not expires:
+        return "", 0
+    if float(expires).is_integer():
+        return "EX", int(expires)
+    return "PX", max(round(expires * 1000), 1)
