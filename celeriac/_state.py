@@ -11,7 +11,7 @@ import contextvars
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
@@ -69,3 +69,61 @@ def app_finalizers() -> list[Callable[[Celery], Any]]:
 
 def get_current_task() -> Task[Any, Any] | None:
     return current_task_var.get()
+
+
+class _CurrentAppProxy:
+    """Stands for whichever app is current when it is used, like Celery's ``current_app``.
+
+    ``from celeriac import current_app`` at the top of a module must not freeze the app that
+    happened to be current at import time (often none yet, which would make a default app).
+    """
+
+    __slots__ = ()
+
+    def _get_current_object(self) -> Celery:
+        return get_current_app()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_current_app(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(get_current_app(), name, value)
+
+    def __eq__(self, other: object) -> bool:
+        return get_current_app() == other
+
+    def __hash__(self) -> int:
+        return hash(get_current_app())
+
+    def __repr__(self) -> str:
+        return repr(get_current_app())
+
+
+class _CurrentTaskProxy:
+    """Stands for the task executing in this context (``None``-like outside a task)."""
+
+    __slots__ = ()
+
+    def _get_current_object(self) -> Task[Any, Any] | None:
+        return get_current_task()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_current_task(), name)
+
+    def __bool__(self) -> bool:
+        return get_current_task() is not None
+
+    def __eq__(self, other: object) -> bool:
+        return get_current_task() == other
+
+    def __hash__(self) -> int:
+        return hash(get_current_task())
+
+    def __repr__(self) -> str:
+        return repr(get_current_task())
+
+
+#: ``celeriac.current_app``: typed as the app it stands for.
+current_app = cast("Celery", _CurrentAppProxy())
+#: ``celeriac.current_task``: the running task, falsy outside one.
+current_task = cast("Task[Any, Any]", _CurrentTaskProxy())

@@ -70,7 +70,7 @@ class Celery:
         self.configured = False
         self.oid = str(uuid.uuid4())
         self.conf = Settings()
-        self.tasks = TaskRegistry()
+        self._tasks = TaskRegistry()
         self._pending: list[Callable[[], Any]] = []
         self._autodiscover: list[tuple[Any, str]] = []
         self._finalize_lock = threading.RLock()
@@ -187,7 +187,7 @@ class Celery:
         **options: Any,
     ) -> BaseTask[Any, Any]:
         name = name or self.gen_task_name(fun.__name__, fun.__module__)
-        existing = self.tasks.get(name)
+        existing = self._tasks.get(name)
         if existing is not None and getattr(existing, "__wrapped__", None) is fun:
             return existing  # type: ignore[no-any-return]
         base = base or self.task_cls
@@ -212,7 +212,7 @@ class Celery:
         attributes.update(options)
         cls = type(fun.__name__, (base,), attributes)
         task: BaseTask[Any, Any] = cls()
-        self.tasks.register(task)
+        self._tasks.register(task)
         return task
 
     def gen_task_name(self, name: str, module: str) -> str:
@@ -228,14 +228,25 @@ class Celery:
         type(task).app = self
         for key, value in options.items():
             setattr(type(task), key, value)
-        self.tasks.register(task)
+        self._tasks.register(task)
         return task
+
+    @property
+    def tasks(self) -> TaskRegistry:
+        """The task registry; reading it finalizes the app (as in Celery)."""
+        if not self.finalized:
+            self.finalize(auto=True)
+        return self._tasks
 
     def finalize(self, auto: bool = False) -> None:
         """Adopt shared tasks, import ``include``/``imports`` and discovered modules."""
         with self._finalize_lock:
             if self.finalized:
                 return
+            if auto and not self.autofinalize:
+                raise RuntimeError(
+                    f"{self!r} is not finalized and autofinalize is off: call app.finalize()"
+                )
             self.finalized = True
             self._configure()
             from celeriac.app import builtins
@@ -271,12 +282,7 @@ class Celery:
         elif callable(packages):
             packages = packages()
         for package in packages:
-            module_name = f"{package}.{related_name}" if related_name else package
-            try:
-                importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name != module_name:  # the module exists but an import inside failed
-                    raise
+            _import_related_module(package, related_name)
 
     # -- connections (per process, created on first use)
     @property
@@ -328,7 +334,7 @@ class Celery:
         return create_backend(conf.result_backend, options)
 
     def finalize_if_needed(self) -> None:
-        if not self.finalized and self.autofinalize:
+        if not self.finalized:
             self.finalize(auto=True)
 
     def close(self) -> None:
@@ -403,11 +409,39 @@ class Celery:
     start = worker_main
 
 
+def _import_related_module(package: str, related_name: str) -> None:
+    """Import ``package.related_name``; a package without that module is skipped.
+
+    An entry that names a Django app config class (``'shop.apps.ShopConfig'``) stands for
+    the app's package (the config's ``name``); an import error inside the related module
+    propagates.
+    """
+    try:
+        importlib.import_module(package)
+    except ModuleNotFoundError:
+        parent, _, attribute = package.rpartition(".")
+        if not parent:
+            raise
+        app_config = getattr(importlib.import_module(parent), attribute, None)
+        package = getattr(app_config, "name", None) or parent
+    if not related_name:
+        return
+    module_name = f"{package}.{related_name}"
+    try:
+        importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:  # the module exists but an import inside it failed
+            raise
+
+
 def _django_installed_apps() -> list[str]:
     try:
+        from django.apps import apps  # type: ignore[import-not-found]
         from django.conf import settings  # type: ignore[import-not-found]
     except ImportError:
         return []
+    if apps.ready:
+        return [config.name for config in apps.get_app_configs()]
     return list(getattr(settings, "INSTALLED_APPS", []))
 
 
