@@ -112,9 +112,10 @@ class _Deadline:
     members' failures, ``on_interval``, asyncio cancellation).
     """
 
-    __slots__ = ("at", "interval")
+    __slots__ = ("at", "interval", "timeout")
 
     def __init__(self, timeout: float | None, interval: float) -> None:
+        self.timeout = timeout
         self.at = None if timeout is None else time.monotonic() + timeout
         self.interval = interval
 
@@ -125,8 +126,12 @@ class _Deadline:
         remaining = self.remaining()
         return self.interval if remaining is None else min(self.interval, remaining)
 
-    def passed(self) -> bool:
-        return self.at is not None and time.monotonic() >= self.at
+    def raise_if_passed(self, waiting_for: str) -> None:
+        """After a slice timed out: raise the caller's TimeoutError if time is up."""
+        if self.at is not None and time.monotonic() >= self.at:
+            raise TimeoutError(
+                f"The operation timed out after {self.timeout:g} s waiting for {waiting_for}"
+            )
 
 
 def _revoke(
@@ -410,8 +415,7 @@ class AsyncResult(ResultBase):
                 (meta,) = self.backend.wait([self.id], deadline.next_slice(), interval)
                 return meta
             except TimeoutError:
-                if deadline.passed():
-                    raise
+                deadline.raise_if_passed(f"task {self.id}")
             if follow_parents:
                 self._maybe_reraise_parent_error()
             if on_interval is not None:
@@ -440,8 +444,7 @@ class AsyncResult(ResultBase):
             try:
                 (meta,) = await asyncio.to_thread(self.backend.wait, [self.id], slice_, interval)
             except TimeoutError:
-                if deadline.passed():
-                    raise
+                deadline.raise_if_passed(f"task {self.id}")
             else:
                 self._set_cache(meta)
         return self.maybe_throw(propagate=propagate, callback=callback)
@@ -729,8 +732,7 @@ class ResultSet(ResultBase):
             try:
                 stored = backend.wait([r.id for r in pending], wait_for, deadline.interval)
             except TimeoutError:
-                if deadline.passed():
-                    raise
+                deadline.raise_if_passed(f"{len(pending)} of {len(singles)} results")
                 if on_interval is not None:
                     on_interval()
             else:
@@ -760,8 +762,7 @@ class ResultSet(ResultBase):
                     disable_sync_subtasks=False,
                 )
             except TimeoutError:
-                if deadline.passed():
-                    raise
+                deadline.raise_if_passed(f"the {len(self.results)} results")
 
     aget = ajoin
 

@@ -87,8 +87,8 @@ def wait_until_ready(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(
-                    f"The operation timed out: {len(pending)} of {len(set(task_ids))} "
-                    f"results not ready after {timeout} s"
+                    f"The operation timed out after {timeout:g} s: {len(pending)} of "
+                    f"{len(set(task_ids))} results not ready"
                 )
             delay = min(delay, remaining)
         pause(None if math.isinf(delay) else delay)
