@@ -55,23 +55,22 @@ TaskCallback = Callable[[str, Any], object]
 
 
 @contextlib.contextmanager
-def allow_join_result() -> Iterator[None]:
+def _joins_allowed(allowed: bool) -> Iterator[None]:
+    token = _join_allowed.set(allowed)
+    try:
+        yield
+    finally:
+        _join_allowed.reset(token)
+
+
+def allow_join_result() -> contextlib.AbstractContextManager[None]:
     """Let code running inside a task wait for results (Celery's escape hatch)."""
-    token = _join_allowed.set(True)
-    try:
-        yield
-    finally:
-        _join_allowed.reset(token)
+    return _joins_allowed(True)
 
 
-@contextlib.contextmanager
-def denied_join_result() -> Iterator[None]:
+def denied_join_result() -> contextlib.AbstractContextManager[None]:
     """Undo :func:`allow_join_result` for a block."""
-    token = _join_allowed.set(False)
-    try:
-        yield
-    finally:
-        _join_allowed.reset(token)
+    return _joins_allowed(False)
 
 
 def assert_will_not_block() -> None:
