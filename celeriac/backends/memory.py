@@ -71,9 +71,6 @@ class MemoryBackend(KeyValueBackend):
         # The store lives as long as some backend of its URL does.
         self._store = _shared_store(url)
 
-    def _expiry(self, expires: float | None) -> float | None:
-        return None if expires is None else time.monotonic() + expires
-
     def _read(self, keys: Sequence[str]) -> list[bytes | None]:
         values = self._store.values
         now = time.monotonic()
@@ -126,7 +123,8 @@ class MemoryBackend(KeyValueBackend):
             if len(parts) < size:
                 return None
             del store.chord_parts[group_id]
-            store.chords_done[group_id] = self._expiry(self.expires)
+            expires = self.expires
+            store.chords_done[group_id] = None if expires is None else time.monotonic() + expires
             return [self.codec.decode(parts[position]) for position in sorted(parts)]
 
     def cleanup(self) -> None:
