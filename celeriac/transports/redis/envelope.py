@@ -13,10 +13,10 @@ and routing key go to :class:`Envelope` fields, redelivery to the delivery.
 
 from __future__ import annotations
 
-import base64
 import binascii
+import itertools
 import logging
-import uuid
+import os
 from typing import Any
 
 import orjson
@@ -28,25 +28,42 @@ from celeriac.protocol.serializers import json_dumps, json_loads
 logger = logging.getLogger("celeriac.transports.redis")
 
 
-def encode(envelope: Envelope) -> bytes:
-    """The JSON document a kombu consumer reads."""
-    properties = dict(envelope.properties)
-    properties["delivery_info"] = {
-        "exchange": envelope.exchange,
-        "routing_key": envelope.routing_key,
-    }
-    properties["priority"] = properties.get("priority") or 0
-    properties["body_encoding"] = "base64"
-    properties["delivery_tag"] = str(uuid.uuid4())
-    return json_dumps(
-        {
-            "body": base64.b64encode(envelope.body).decode("ascii"),
-            "content-encoding": envelope.content_encoding,
-            "content-type": envelope.content_type,
-            "headers": envelope.headers,
-            "properties": properties,
+class Encoder:
+    """Turns envelopes into the JSON documents kombu consumers read.
+
+    kombu gives every message a ``delivery_tag`` (a uuid4 string; kombu consumers key their
+    unacked hash by it). A random uuid4 per message costs as much as the rest of the
+    encoding, so tags here are a random prefix per encoder (74 random bits) plus a counter,
+    still in uuid4 form. Create one encoder per process: a forked child needs its own.
+    """
+
+    def __init__(self) -> None:
+        random = os.urandom(10).hex()
+        variant = "89ab"[int(random[12], 16) & 3]
+        self._prefix = f"{random[:8]}-{random[8:12]}-4{random[13:16]}-{variant}{random[17:20]}-"
+        self._counter = itertools.count(1)
+
+    def __call__(self, envelope: Envelope) -> bytes:
+        properties = envelope.properties.copy()
+        properties["delivery_info"] = {
+            "exchange": envelope.exchange,
+            "routing_key": envelope.routing_key,
         }
-    )
+        properties["priority"] = properties.get("priority") or 0
+        properties["body_encoding"] = "base64"
+        properties["delivery_tag"] = f"{self._prefix}{next(self._counter) & _TAG_MASK:012x}"
+        return json_dumps(
+            {
+                "body": binascii.b2a_base64(envelope.body, newline=False).decode("ascii"),
+                "content-encoding": envelope.content_encoding,
+                "content-type": envelope.content_type,
+                "headers": envelope.headers,
+                "properties": properties,
+            }
+        )
+
+
+_TAG_MASK = (1 << 48) - 1
 
 
 def decode(raw: bytes) -> tuple[Envelope, bool]:
@@ -66,14 +83,14 @@ def decode(raw: bytes) -> tuple[Envelope, bool]:
 def _decode(raw: bytes) -> tuple[Envelope, bool]:
     document = json_loads(raw)
     properties: dict[str, Any] = document["properties"]
-    info = properties.pop("delivery_info", None) or {}
+    info = properties.pop("delivery_info", None) or _NO_INFO
     body_encoding = properties.pop("body_encoding", "base64")
     properties.pop("delivery_tag", None)
     headers: dict[str, Any] = document.get("headers") or {}
     redelivered = bool(headers.pop("redelivered", False) or info.get("redelivered"))
     body = document.get("body") or ""
     if body_encoding == "base64":
-        body = base64.b64decode(body)
+        body = binascii.a2b_base64(body)
     elif isinstance(body, str):
         body = body.encode("utf-8")
     envelope = Envelope(
@@ -86,6 +103,9 @@ def _decode(raw: bytes) -> tuple[Envelope, bool]:
         info.get("routing_key") or "",
     )
     return envelope, redelivered
+
+
+_NO_INFO: dict[str, Any] = {}
 
 
 def mark_redelivered(raw: bytes) -> bytes:

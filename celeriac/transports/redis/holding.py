@@ -61,6 +61,11 @@ for i = 4, #KEYS do
     end
 end
 if taken > 0 then redis.call('HSET', KEYS[1], unpack(held)) end
+if taken < limit then
+    -- Every list is empty now. Reading their lengths makes Redis track them for this
+    -- connection (reads in scripts count, pops do not): the next push wakes the doorbell.
+    for i = 4, #KEYS do redis.call('LLEN', KEYS[i]) end
+end
 return out
 """
 

@@ -135,6 +135,9 @@ class RedisTransport:
         self._orphaned: list[range] = []
         self._rotation = 0
         self._closed = False
+        self._encoder = envelope_codec.Encoder()
+        #: priority property → step, for the usual integer priorities
+        self._steps = {priority: self._keys.step_of(priority) for priority in range(10)}
 
     def __repr__(self) -> str:
         return f"<RedisTransport {safe_url(self.url)!r}>"
@@ -188,11 +191,13 @@ class RedisTransport:
         pushes: dict[str, list[bytes]] = {}
         channels: list[tuple[str, bytes]] = []
         keys = self._keys
+        encode = self._encoder
+        steps = self._steps
         for envelope in envelopes:
             exchange = envelope.exchange
             if exchange and self._exchange_types.get(exchange) == "fanout":
                 channels.append(
-                    (keys.fanout_channel(exchange, envelope.routing_key), self._encode(envelope))
+                    (keys.fanout_channel(exchange, envelope.routing_key), encode(envelope))
                 )
                 continue
             if not exchange:
@@ -202,8 +207,11 @@ class RedisTransport:
             if not targets:
                 logger.debug("Redis: no queue for %r/%r", exchange, envelope.routing_key)
                 continue
-            data = self._encode(envelope)
-            step = keys.step_of(envelope.properties.get("priority"))
+            data = encode(envelope)
+            priority = envelope.properties.get("priority")
+            step = steps.get(priority) if isinstance(priority, int) else None
+            if step is None:
+                step = keys.step_of(priority)
             for queue in targets:
                 pushes.setdefault(keys.list_key(queue, step), []).append(data)
         pipe = self._client.pipeline(transaction=False)
@@ -213,10 +221,6 @@ class RedisTransport:
         for channel, data in channels:
             pipe.publish(channel, data)
         pipe.execute()
-
-    @staticmethod
-    def _encode(envelope: Envelope) -> bytes:
-        return envelope_codec.encode(envelope)
 
     def _read_bindings(self, exchanges: set[str]) -> dict[str, list[Binding]]:
         """The bindings of ``exchanges``; learns the type of exchanges not known yet."""
@@ -259,10 +263,9 @@ class RedisTransport:
             remaining = deadline - time.monotonic()
             if deliveries or remaining <= 0:
                 return deliveries
-            if not consumer.tracking:
-                consumer.doorbell.wait(min(remaining, self._polling_interval))
-            elif not (lists and self._any_ready(consumer, lists)):
-                consumer.doorbell.wait(min(remaining, _MAX_SLEEP))
+            # The fetch script left the lists tracked: a push to any of them rings.
+            sleep = _MAX_SLEEP if consumer.tracking else self._polling_interval
+            consumer.doorbell.wait(min(remaining, sleep))
 
     def _take(self, consumer: _Consumer, queues: Sequence[str], limit: int) -> list[Delivery]:
         ordered = self._ordered(queues)
@@ -303,14 +306,6 @@ class RedisTransport:
         self._rotation = (self._rotation + 1) % len(queues)
         return [*queues[self._rotation :], *queues[: self._rotation]]
 
-    def _any_ready(self, consumer: _Consumer, queues: Sequence[str]) -> bool:
-        """Whether a list has messages; the reads also make Redis track the lists."""
-        pipe = consumer.client.pipeline(transaction=False)
-        for queue in queues:
-            for list_key in self._keys.list_keys(queue):
-                pipe.llen(list_key)
-        return any(pipe.execute())
-
     def _requeue_orphans(self, consumer: _Consumer) -> None:
         tags = [tag for span in self._orphaned for tag in span]
         requeue_held(consumer.client, consumer.scripts, self._keys, self._holder, tags)
@@ -338,7 +333,7 @@ class RedisTransport:
         if fanout and self._consumer is not None:
             # A broadcast copy lives only here: put it back in this consumer's buffer.
             for delivery in fanout:
-                data = envelope_codec.mark_redelivered(envelope_codec.encode(delivery.envelope))
+                data = envelope_codec.mark_redelivered(self._encoder(delivery.envelope))
                 self._consumer.doorbell.buffers[delivery.queue].appendleft(data)
 
     def size(self, queue: str) -> int:
