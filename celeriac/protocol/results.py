@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as dt
-import importlib
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,17 +89,17 @@ def exception_from_dict(data: Any) -> BaseException:
 
 
 def _find_exception_class(module: str, name: str) -> type[BaseException]:
+    """The class, looked up only in modules already imported here.
+
+    A stored result must not make its reader import a module (anyone who can write to the
+    result store could otherwise pick what gets imported); Celery looks only in loaded
+    modules too. Anything else is synthesized with the same name.
+    """
     if module == _CELERY_MODULE:
         module = _OWN_MODULE
-    if module == "builtins":
-        found = getattr(builtins, name, None)
-    else:
-        try:
-            found = importlib.import_module(module)
-            for part in name.split("."):
-                found = getattr(found, part)
-        except (ImportError, AttributeError):
-            found = None
+    found: Any = builtins if module == "builtins" else sys.modules.get(module)
+    for part in name.split("."):
+        found = getattr(found, part, None)
     if isinstance(found, type) and issubclass(found, BaseException):
         return found
     return _synthesize(module, name)
