@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 from celeriac import _state, signals
 from celeriac.app.routing import Route, RouteResolver
 from celeriac.exceptions import OperationalError
-from celeriac.protocol.message import Envelope, TaskMessageTemplate, isoformat, new_task_id
+from celeriac.protocol.message import (
+    Envelope,
+    TaskMessageTemplate,
+    isoformat,
+    new_task_id,
+    parse_datetime,
+)
 from celeriac.transports.base import QueueSpec, Transport
 
 if TYPE_CHECKING:
@@ -239,7 +245,12 @@ class Publisher:
         expiration_ms = None
         if isinstance(expires, int | float):
             expires = now + dt.timedelta(seconds=expires)
-        if isinstance(expires, dt.datetime):
+        if isinstance(expires, str):
+            # Kept as given (a retry passes its header on), but the broker TTL is still due.
+            parsed = parse_datetime(expires)
+            if parsed is not None:
+                expiration_ms = int((parsed - now).total_seconds() * 1000)
+        elif isinstance(expires, dt.datetime):
             if expires.tzinfo is None:
                 expires = expires.replace(tzinfo=dt.UTC)
             expiration_ms = int((expires - now).total_seconds() * 1000)

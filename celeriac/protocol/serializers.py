@@ -56,11 +56,48 @@ def _json_default(value: Any) -> Any:
         except UnicodeDecodeError:
             return _tag("base64", base64.b64encode(raw).decode("ascii"))
     if isinstance(value, set | frozenset | tuple):
-        return list(value)
+        return [_tag_uuids(item) for item in value]
     to_json = getattr(value, "__json__", None)
     if to_json is not None:
-        return to_json()
+        return _tag_uuids(to_json())
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _tag_uuids(value: Any) -> Any:
+    """Tag the UUIDs in ``value`` as kombu does (orjson would write them as bare strings).
+
+    Containers are copied only when they hold a UUID, so the usual message allocates
+    nothing; long containers of plain values are checked in one pass in C.
+    """
+    cls = type(value)
+    if cls is tuple or cls is list:
+        if len(value) > 16 and _PLAIN.issuperset(map(type, value)):
+            return value
+        for index, item in enumerate(value):
+            if type(item) in _PLAIN:
+                continue
+            tagged = _tag_uuids(item)
+            if tagged is not item:
+                copy = list(value)
+                copy[index] = tagged
+                copy[index + 1 :] = [_tag_uuids(rest) for rest in copy[index + 1 :]]
+                return copy
+        return value
+    if cls is dict:
+        if len(value) > 16 and _PLAIN.issuperset(map(type, value.values())):
+            return value
+        for item in value.values():
+            if type(item) in _PLAIN:
+                continue
+            if _tag_uuids(item) is not item:
+                return {name: _tag_uuids(entry) for name, entry in value.items()}
+        return value
+    if cls in _PLAIN or not isinstance(value, uuid.UUID):
+        return value
+    return _tag("uuid", {"hex": value.hex})
 
 
 _UNTAG: dict[str, Callable[[Any], Any]] = {
@@ -89,7 +126,7 @@ def _untag(value: Any) -> Any:
 
 
 def json_dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS)
+    return orjson.dumps(_tag_uuids(value), default=_json_default, option=_JSON_OPTIONS)
 
 
 def json_loads(data: bytes | str) -> Any:
