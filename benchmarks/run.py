@@ -1,0 +1,465 @@
+"""celeriac vs Celery: enqueue rate, drain rate, round-trip latency, start-up, CPU per task.
+
+    python benchmarks/run.py                      # embedded brokers, ~4 minutes
+    python benchmarks/run.py --quick              # small counts, a smoke test of the script
+    python benchmarks/run.py --broker redis://127.0.0.1:6379/14
+    python benchmarks/run.py --broker amqp://guest:guest@127.0.0.1:5672//
+
+By default celeriac runs on its embedded SQLite broker and Celery on the closest embedded
+kombu transport (SQLAlchemy on SQLite; ``--celery-embedded filesystem`` for the other one).
+With ``--broker`` both run on the same network broker (a Redis database is flushed before
+every scenario: give one that holds nothing else). Results go to a SQLite result database
+in every case unless ``--backend`` names another. Tables are printed as Markdown and saved,
+with the raw numbers (JSON) and the profiles, under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import scenarios
+from targets import REPO_DIR, TargetFactory, importable, scheme
+
+SYSTEMS = ("celeriac", "celery")
+SCENARIOS = ("enqueue", "drain", "latency", "startup", "profile")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated: celeriac,celery"
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated scenarios: {','.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--broker", default=None, help="a network broker URL for both libraries (default: embedded)"
+    )
+    parser.add_argument(
+        "--backend", default=None, help="result backend URL (default: a SQLite file per scenario)"
+    )
+    parser.add_argument(
+        "--celery-embedded",
+        choices=("sqla", "filesystem"),
+        default="sqla",
+        help="Celery's embedded transport when --broker is not given",
+    )
+    parser.add_argument("--tasks", type=int, default=20000, help="tasks per celeriac run")
+    parser.add_argument(
+        "--celery-tasks",
+        type=int,
+        default=1000,
+        help="tasks per Celery run (Celery's embedded transports are slow)",
+    )
+    parser.add_argument("--batch", type=int, default=500, help="delay_many batch size")
+    parser.add_argument("--latency-calls", type=int, default=500)
+    parser.add_argument("--celery-latency-calls", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--startup-runs", type=int, default=5)
+    parser.add_argument("--celery-startup-runs", type=int, default=3)
+    parser.add_argument("--profile-tasks", type=int, default=5000)
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a drain may take before it is reported as partial",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small counts: check that everything runs (numbers meaningless)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="directory for results.md, results.json and profiles"
+    )
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.tasks = options.celery_tasks = 300
+        options.latency_calls = options.celery_latency_calls = 10
+        options.warmup = 2
+        options.startup_runs = options.celery_startup_runs = 1
+        options.profile_tasks = 300
+    options.systems = [name for name in options.systems.split(",") if name]
+    options.only = [name for name in options.only.split(",") if name]
+    return options
+
+
+def available_systems(options: argparse.Namespace) -> list[str]:
+    """The libraries that can run on the chosen broker; a missing transport is skipped."""
+    chosen = []
+    for system in options.systems:
+        if system == "celeriac" and options.broker:
+            kind = scheme(options.broker)
+            module = "celeriac.transports." + ("redis" if kind.startswith("redis") else "amqp")
+            if not importable(module, system):
+                print(f"# skipping celeriac: {module} does not import yet", file=sys.stderr)
+                continue
+        chosen.append(system)
+    return chosen
+
+
+class Bench:
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self.factory = TargetFactory(options.broker, options.backend, options.celery_embedded, None)
+        self.results: dict[str, Any] = {
+            "machine": machine_info(),
+            "options": {key: str(value) for key, value in vars(options).items()},
+            "runs": [],
+        }
+
+    def count(self, system: str) -> int:
+        return self.options.tasks if system == "celeriac" else self.options.celery_tasks
+
+    def run(self, system: str, scenario: str, measure: Callable[..., Any], **labels: Any) -> Any:
+        """Run one measurement on a fresh target; record and echo it."""
+        target = self.factory.make(system)
+        started = time.monotonic()
+        try:
+            value = measure(target)
+        except Exception as exc:  # one failed scenario must not lose the others' numbers
+            value = {"error": str(exc)[-1500:]}
+        finally:
+            target.cleanup()
+        record = {
+            "system": system,
+            "scenario": scenario,
+            **labels,
+            "value": value,
+            "elapsed": time.monotonic() - started,
+        }
+        self.results["runs"].append(record)
+        print(f"# {system:8} {scenario:8} {labels} -> {short(value)}", file=sys.stderr, flush=True)
+        return value
+
+    def all(self, systems: list[str]) -> None:
+        only = self.options.only
+        for system in systems:
+            if "enqueue" in only:
+                self.enqueue(system)
+            if "drain" in only:
+                self.drain(system)
+            if "latency" in only:
+                self.latency(system)
+            if "startup" in only:
+                self.startup(system)
+            if "profile" in only and system == "celeriac":
+                self.profile(system)
+
+    def enqueue(self, system: str) -> None:
+        count = self.count(system)
+        self.run(system, "enqueue", lambda t: scenarios.enqueue(t, count, 1), method="delay()")
+        if system == "celeriac":
+            batch = self.options.batch
+            self.run(
+                system,
+                "enqueue",
+                lambda t: scenarios.enqueue(t, count, batch),
+                method=f"delay_many, batches of {batch}",
+            )
+
+    def drain(self, system: str) -> None:
+        count, timeout = self.count(system), self.options.drain_timeout
+        for results in (False, True):
+            self.run(
+                system,
+                "drain",
+                lambda t, r=results: scenarios.drain(t, count, r, "prefork", 2, timeout),
+                pool="prefork -c 2",
+                results=results,
+            )
+        self.run(
+            system,
+            "drain",
+            lambda t: scenarios.drain(t, count, True, "solo", 1, timeout),
+            pool="solo",
+            results=True,
+        )
+
+    def latency(self, system: str) -> None:
+        calls = (
+            self.options.latency_calls
+            if system == "celeriac"
+            else self.options.celery_latency_calls
+        )
+        warmup = min(self.options.warmup, calls)
+        for pool in ("prefork", "solo"):
+            self.run(
+                system,
+                "latency",
+                lambda t, p=pool: scenarios.latency(t, calls, warmup, p),
+                pool="prefork -c 2" if pool == "prefork" else "solo",
+            )
+
+    def startup(self, system: str) -> None:
+        runs = (
+            self.options.startup_runs if system == "celeriac" else self.options.celery_startup_runs
+        )
+        for pool in ("prefork", "solo"):
+            samples = [
+                self.run(
+                    system, "startup-run", lambda t, p=pool: scenarios.startup(t, p), pool=pool
+                )
+                for _ in range(runs)
+            ]
+            numbers = [sample for sample in samples if isinstance(sample, float)]
+            summary = (
+                {
+                    "runs": len(numbers),
+                    "median": statistics.median(numbers),
+                    "min": min(numbers),
+                    "max": max(numbers),
+                }
+                if numbers
+                else {"error": "no run finished"}
+            )
+            self.results["runs"].append(
+                {
+                    "system": system,
+                    "scenario": "startup",
+                    "pool": "prefork -c 2" if pool == "prefork" else "solo",
+                    "value": summary,
+                }
+            )
+
+    def profile(self, system: str) -> None:
+        count, batch = self.options.profile_tasks, self.options.batch
+        self.run(
+            system,
+            "profile",
+            lambda t: {"profile": scenarios.profile_publish(t, count, 1, 20)},
+            part="publish: delay()",
+        )
+        self.run(
+            system,
+            "profile",
+            lambda t: {"profile": scenarios.profile_publish(t, count, batch, 20)},
+            part=f"publish: delay_many({batch})",
+        )
+        self.run(
+            system,
+            "profile",
+            lambda t: scenarios.profile_solo_worker(t, count, 25),
+            part="worker -P solo",
+        )
+
+
+def short(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(
+            f"{key}={fmt(item)}" for key, item in value.items() if key not in ("profile", "samples")
+        )
+    return fmt(value)
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    return str(value)[:200]
+
+
+# -- report ----------------------------------------------------------------------------------
+def machine_info() -> dict[str, str]:
+    def version(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "-C", str(REPO_DIR), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "memory": _memory(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "celeriac": f"{version('celeriac')} (git {commit or '?'})",
+        "celery": version("celery"),
+        "kombu": version("kombu"),
+        "billiard": version("billiard"),
+        "SQLAlchemy": version("SQLAlchemy"),
+        "redis-py": version("redis"),
+    }
+
+
+def _memory() -> str:
+    try:
+        first = Path("/proc/meminfo").read_text().splitlines()[0]
+        return f"{int(first.split()[1]) / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        return "?"
+
+
+def markdown(results: dict[str, Any], factory: TargetFactory, systems: list[str]) -> str:
+    runs = results["runs"]
+    lines = ["| | |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in results["machine"].items()]
+    lines += ["", "Brokers:", ""]
+    lines += [f"- **{system}**: {factory.describe(system)}" for system in systems]
+
+    def pick(scenario: str) -> list[dict[str, Any]]:
+        return [run for run in runs if run["scenario"] == scenario]
+
+    def failed(run: dict[str, Any]) -> str | None:
+        value = run["value"]
+        if isinstance(value, dict) and "error" in value:
+            return f"failed: {value['error'].splitlines()[-1] if value['error'] else '?'}"
+        if isinstance(value, dict) and "unsupported" in value:
+            return str(value["unsupported"])
+        return None
+
+    lines += [
+        "",
+        "### Enqueue (client, one process)",
+        "",
+        "| system | API | tasks | tasks/s | client CPU µs/task |",
+        "|---|---|--:|--:|--:|",
+    ]
+    for run in pick("enqueue"):
+        value, problem = run["value"], failed(run)
+        if problem:
+            lines.append(f"| {run['system']} | {run['method']} | | {problem} | |")
+            continue
+        lines.append(
+            f"| {run['system']} | {run['method']} | {value['count']:,} | "
+            f"{value['rate']:,.0f} | {value['cpu_us_per_task']:,.0f} |"
+        )
+
+    lines += [
+        "",
+        "### Drain (queue filled first, then the worker started)",
+        "",
+        "| system | pool | results | tasks | tasks/s | seconds | worker main CPU µs/task "
+        "| pool children CPU µs/task | check |",
+        "|---|---|---|--:|--:|--:|--:|--:|---|",
+    ]
+    for run in pick("drain"):
+        value, problem = run["value"], failed(run)
+        results_on = "on" if run["results"] else "off"
+        if problem:
+            lines.append(
+                f"| {run['system']} | {run['pool']} | {results_on} | | {problem} | | | | |"
+            )
+            continue
+        if value.get("partial"):
+            lines.append(
+                f"| {run['system']} | {run['pool']} | {results_on} | "
+                f"{value['done']:,} of {value['count']:,} | {value['rate']:,.0f} | "
+                f"{value['seconds']:.1f} (time limit) | | | partial |"
+            )
+            continue
+        children = f"{value['children_cpu_us']:,.0f}" if run["pool"] != "solo" else "n/a"
+        lines.append(
+            f"| {run['system']} | {run['pool']} | {results_on} | {value['count']:,} | "
+            f"{value['rate']:,.0f} | {value['seconds']:.2f} | "
+            f"{value['parent_cpu_us']:,.0f} | {children} | {value['verified']} |"
+        )
+
+    lines += [
+        "",
+        "### Round-trip latency of `delay().get()` (sequential, after warm-up)",
+        "",
+        "| system | worker pool | calls | p50 ms | p90 ms | p99 ms | max ms |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for run in pick("latency"):
+        value, problem = run["value"], failed(run)
+        if problem:
+            lines.append(f"| {run['system']} | {run['pool']} | | {problem} | | | |")
+            continue
+        lines.append(
+            f"| {run['system']} | {run['pool']} | {value['calls']} | "
+            f"{value['p50_ms']:.2f} | {value['p90_ms']:.2f} | {value['p99_ms']:.2f} | "
+            f"{value['max_ms']:.2f} |"
+        )
+
+    lines += [
+        "",
+        "### Worker start-up: spawn → first (already queued) task done",
+        "",
+        "| system | pool | runs | median s | min s | max s |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for run in pick("startup"):
+        value = run["value"]
+        if "error" in value:
+            lines.append(f"| {run['system']} | {run['pool']} | | {value['error']} | | |")
+            continue
+        lines.append(
+            f"| {run['system']} | {run['pool']} | {value['runs']} | "
+            f"{value['median']:.3f} | {value['min']:.3f} | {value['max']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def save_profiles(results: dict[str, Any], out: Path) -> list[Path]:
+    written = []
+    for index, run in enumerate(results["runs"]):
+        value = run["value"]
+        if run["scenario"] == "profile" and isinstance(value, dict) and "profile" in value:
+            path = out / f"profile-{index}-{run['part'].split(':')[0].replace(' ', '')}.txt"
+            header = f"# {run['system']}: {run['part']}\n"
+            if "rate_under_profiler" in value:
+                header += (
+                    f"# {value['count']} tasks, {value['rate_under_profiler']:,.0f} "
+                    "tasks/s under the profiler\n"
+                )
+            path.write_text(header + value["profile"])
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_args(argv)
+    out = options.out or Path(tempfile.mkdtemp(prefix="celeriac-bench-"))
+    out.mkdir(parents=True, exist_ok=True)
+    systems = available_systems(options)
+    bench = Bench(options)
+    started = time.monotonic()
+    bench.all(systems)
+    bench.results["total_seconds"] = time.monotonic() - started
+    (out / "results.json").write_text(json.dumps(bench.results, indent=2))
+    report = markdown(bench.results, bench.factory, systems)
+    (out / "results.md").write_text(report)
+    profiles = save_profiles(bench.results, out)
+    print(report)
+    print(
+        f"# total {bench.results['total_seconds']:.0f} s; raw numbers and profiles in {out}: "
+        + ", ".join(path.name for path in [out / "results.json", *profiles]),
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()

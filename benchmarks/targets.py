@@ -1,0 +1,198 @@
+"""Where a scenario runs: which library, which broker and result backend, a fresh state.
+
+Embedded brokers get a new temporary directory per scenario (a new database file), so no
+scenario sees another's rows, indexes or WAL. A network broker (``--broker redis://…`` or
+``amqp://…``) is shared: its queue (Redis: its whole numbered database) is emptied before
+each scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+
+
+@dataclass
+class Target:
+    """One library on one broker and result backend, with a private scratch directory."""
+
+    system: str  # "celeriac" or "celery"
+    broker: str
+    backend: str
+    workdir: Path
+    broker_options: dict[str, object] = field(default_factory=dict)
+    #: The SQLite file holding results, when the backend is one (to count stored results).
+    results_db: Path | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            BENCH_SYSTEM=self.system,
+            BENCH_BROKER=self.broker,
+            BENCH_BACKEND=self.backend,
+            BENCH_BROKER_OPTIONS=json.dumps(self.broker_options),
+            PYTHONPATH=os.pathsep.join(
+                [str(BENCH_DIR), str(REPO_DIR), env.get("PYTHONPATH", "")]
+            ).rstrip(os.pathsep),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        return env
+
+    def marker(self, name: str) -> Path:
+        return self.workdir / f"{name}.marker"
+
+    def client(self, *args: str, timeout: float = 600) -> dict[str, object]:
+        """Run one ``client.py`` action for this target; return its JSON answer."""
+        completed = subprocess.run(
+            [sys.executable, str(BENCH_DIR / "client.py"), *args],
+            env=self.env(),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(
+                f"client {' '.join(args)} for {self.system} failed:\n{completed.stderr[-3000:]}"
+            )
+        answer: dict[str, object] = json.loads(completed.stdout.strip().splitlines()[-1])
+        return answer
+
+    def worker_command(self, pool: str, concurrency: int) -> list[str]:
+        if self.system == "celeriac":
+            return [
+                sys.executable,
+                "-m",
+                "celeriac",
+                "-A",
+                "bench_tasks",
+                "worker",
+                "-P",
+                pool,
+                "-c",
+                str(concurrency),
+                "-l",
+                "WARNING",
+                "-q",
+            ]
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench_tasks",
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-l",
+            "WARNING",
+        ]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class TargetFactory:
+    """Makes a fresh :class:`Target` for every scenario."""
+
+    def __init__(
+        self, broker: str | None, backend: str | None, celery_embedded: str, scratch: Path | None
+    ) -> None:
+        self.broker = broker
+        self.backend = backend
+        self.celery_embedded = celery_embedded
+        self.scratch = scratch
+
+    @property
+    def broker_label(self) -> str:
+        return scheme(self.broker) if self.broker else "embedded"
+
+    def describe(self, system: str) -> str:
+        """Human-readable broker / backend for the report."""
+        if self.broker:
+            broker = f"{scheme(self.broker)} ({_without_password(self.broker)})"
+        elif system == "celeriac":
+            broker = "celeriac SQLite (`sqlite:///…`)"
+        elif self.celery_embedded == "filesystem":
+            broker = "kombu filesystem (`filesystem://`)"
+        else:
+            broker = "kombu SQLAlchemy on SQLite (`sqla+sqlite:///…`)"
+        backend = _without_password(self.backend) if self.backend else "SQLite (`db+sqlite:///…`)"
+        return f"broker: {broker}; results: {backend}"
+
+    def make(self, system: str) -> Target:
+        """A target with its own scratch directory (and a new broker database if embedded).
+
+        The result backend is always configured; "results off" scenarios use tasks with
+        ``ignore_result=True``, as a user would.
+        """
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{system}-", dir=self.scratch))
+        results_db = workdir / "results.db"
+        backend = self.backend or f"db+sqlite:///{results_db}"
+        target = Target(
+            system, "", backend, workdir, results_db=None if self.backend else results_db
+        )
+        if self.broker:
+            target.broker = self.broker
+            self._empty_shared_broker(target)
+        elif system == "celeriac":
+            target.broker = f"sqlite:///{workdir / 'broker.db'}"
+        elif self.celery_embedded == "filesystem":
+            queue_dir = workdir / "queue"
+            queue_dir.mkdir()
+            target.broker = "filesystem://"
+            target.broker_options = {
+                "data_folder_in": str(queue_dir),
+                "data_folder_out": str(queue_dir),
+                "store_processed": False,
+            }
+        else:
+            target.broker = f"sqla+sqlite:///{workdir / 'broker.db'}"
+        return target
+
+    def _empty_shared_broker(self, target: Target) -> None:
+        url = urlsplit(self.broker or "")
+        if url.scheme.startswith("redis"):
+            import redis  # only for a Redis run; flushes just the numbered database given
+
+            if not url.path.strip("/"):
+                raise SystemExit(
+                    "--broker redis://… must name a database (e.g. /14): "
+                    "the benchmark empties it before every scenario"
+                )
+            redis.Redis.from_url(self.broker or "").flushdb()
+        else:
+            target.client("purge")
+
+
+def scheme(url: str) -> str:
+    return urlsplit(url).scheme or url
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":**@")
+    return url
+
+
+def importable(module: str, system: str) -> bool:
+    """Whether ``module`` imports in a fresh interpreter (a transport still being written)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        capture_output=True,
+        env={**os.environ, "BENCH_SYSTEM": system},
+    )
+    return probe.returncode == 0
