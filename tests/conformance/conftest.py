@@ -41,10 +41,13 @@ from celeriac.transports.base import Capabilities, Transport
 _HERE = Path(__file__).parent
 
 
-def _load_transport_modules() -> list[ModuleType]:
-    # Loaded by path, so the suite works whether or not ``tests`` is a package.
+def load_implementations(prefix: str) -> list[ModuleType]:
+    """The ``<prefix>*.py`` modules beside this file, in name order: one per implementation.
+
+    Loaded by path, so a suite works whether or not ``tests`` is a package.
+    """
     modules = []
-    for path in sorted(_HERE.glob("transport_*.py")):
+    for path in sorted(_HERE.glob(f"{prefix}*.py")):
         spec = importlib.util.spec_from_file_location(f"_conformance_{path.stem}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -53,7 +56,7 @@ def _load_transport_modules() -> list[ModuleType]:
     return modules
 
 
-TRANSPORT_MODULES = _load_transport_modules()
+TRANSPORT_MODULES = load_implementations("transport_")
 
 
 def pytest_configure(config: pytest.Config) -> None:
