@@ -269,6 +269,24 @@ class Task(Generic[P, R]):
         """An immutable signature: the parent's result is not passed to it."""
         return Signature(self, args, kwargs, immutable=True, app=self.app)
 
+    def map(self, it: Iterable[Any]) -> Signature[list[R]]:
+        """``celery.map``: one task that calls this task for each item."""
+        from celeriac.canvas.maps import xmap
+
+        return xmap(self.signature(), it, app=self.app)
+
+    def starmap(self, it: Iterable[Sequence[Any]]) -> Signature[list[R]]:
+        """``celery.starmap``: one task that calls this task with each tuple of arguments."""
+        from celeriac.canvas.maps import xstarmap
+
+        return xstarmap(self.signature(), it, app=self.app)
+
+    def chunks(self, it: Iterable[Sequence[Any]], n: int) -> Signature[Any]:
+        """A group of ``celery.starmap`` tasks over ``it``, ``n`` argument tuples each."""
+        from celeriac.canvas.maps import chunks
+
+        return chunks(self.signature(), it, n, app=self.app)
+
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:
         from celeriac.result import AsyncResult
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import _state, signals, states
 from celeriac.app.task import Context, Task
+from celeriac.canvas import workflows
 from celeriac.canvas.signature import Signature
 from celeriac.exceptions import ChordError, Ignore, Reject, Retry
 from celeriac.protocol.message import parse_datetime, safe_repr
@@ -176,7 +177,7 @@ class TaskRunner:
             if self.hooks["before_start"]:
                 task.before_start(task_id, args, kwargs)
             retval = self.fun(*args, **kwargs)
-            if self.is_async or inspect.isawaitable(retval):
+            if self.is_async or inspect.iscoroutine(retval):
                 retval = run_coroutine(retval)
         except BaseException as exc:
             outcome = self._on_exception(exc, context, store, sink, started)
@@ -260,15 +261,24 @@ class TaskRunner:
             next_step.apply_async((retval,), chain=chain or None, **ids)
 
     def _chord_part(self, context: Context, meta: Mapping[str, Any]) -> None:
-        chord = context.chord
-        group_id = context.group
-        if not chord or not group_id:
-            return
+        if context.chord and context.group:
+            member_meta = dict(meta) or build_meta(context.id or "", states.SUCCESS, None)
+            self._count_chord_member(
+                context.chord, context.group, context.group_index or 0, member_meta, context.id
+            )
+
+    def _count_chord_member(
+        self,
+        chord: Mapping[str, Any],
+        group_id: str,
+        index: int,
+        meta: Mapping[str, Any],
+        parent_id: str | None,
+    ) -> None:
+        """Count one finished header member; the call that completes the header goes on."""
         body = Signature.from_dict(chord, app=self.app)
         size = int(chord.get("chord_size") or body.options.get("chord_size") or 0)
-        index = context.group_index or 0
-        member_meta = dict(meta) or build_meta(context.id or "", states.SUCCESS, None)
-        members = self.app.backend.chord_part_return(group_id, size, index, member_meta)
+        members = self.app.backend.chord_part_return(group_id, size, index, meta)
         if members is None:
             return
         failed = [m for m in members if m.get("status") in states.PROPAGATE_STATES]
@@ -281,15 +291,56 @@ class TaskRunner:
             self._fail_chord_body(body, error)
             return
         results = [m.get("result") for m in members]
-        body.apply_async((results,), parent_id=context.id, root_id=context.root_id)
+        body.apply_async((results,), parent_id=parent_id)
 
     def _fail_chord_body(self, body: Signature[Any], error: ChordError) -> None:
-        body_id = body.id
-        if body_id:
-            self.app.backend.store([build_meta(body_id, states.FAILURE, exception_to_dict(error))])
-        for errback in body.options.get("link_error") or ():
-            sig = Signature.from_dict(errback, app=self.app)
-            sig.apply_async((body_id,) if not sig.immutable else ())
+        self._fail_pending(body, error, None, errbacks=True)
+
+    def _fail_pending(
+        self,
+        sig: Signature[Any],
+        exc: BaseException,
+        traceback: str | None,
+        errbacks: bool,
+    ) -> None:
+        """Mark a workflow step that can no longer run as failed, and what waits for it.
+
+        Its result becomes FAILURE (so ``get()`` raises instead of waiting forever), its
+        errbacks are called when ``errbacks``, the steps chained after it fail too, and if
+        it is a chord header member it is counted (so the chord's body fails in turn).
+        """
+        if isinstance(sig, workflows.chain | workflows.group):
+            for step in sig.tasks:
+                self._fail_pending(step, exc, traceback, errbacks)
+            return
+        if isinstance(sig, workflows.chord):
+            body = sig.body
+            if body is not None:
+                self._fail_pending(body, exc, traceback, errbacks)
+            return
+        options = sig.options
+        task_id = sig.id
+        meta = build_meta(task_id or "", states.FAILURE, exception_to_dict(exc), traceback)
+        if task_id:
+            self.app.backend.store([meta])
+        if errbacks and options.get("link_error"):
+            request = Context(
+                id=task_id,
+                task=sig.task,
+                args=sig.args,
+                kwargs=sig.kwargs,
+                root_id=options.get("root_id"),
+                parent_id=options.get("parent_id"),
+                group=options.get("group_id"),
+                group_index=options.get("group_index"),
+                called_directly=False,
+            )
+            self._call_errbacks(options["link_error"], request, exc, traceback)
+        for step in reversed(options.get("chain") or ()):
+            self._fail_pending(Signature.from_dict(step, app=self.app), exc, traceback, False)
+        chord, group_id = options.get("chord"), options.get("group_id")
+        if chord and group_id and task_id:
+            self._count_chord_member(chord, group_id, options.get("group_index") or 0, meta, None)
 
     # -- failure
     def _on_exception(
@@ -407,20 +458,32 @@ class TaskRunner:
         return Outcome(states.FAILURE, exception=exc, traceback=einfo.traceback, runtime=runtime)
 
     def _apply_errbacks(self, exc: BaseException, einfo: ExceptionInfo, context: Context) -> None:
-        for errback in context.errbacks or ():
+        self._call_errbacks(context.errbacks or (), context, exc, einfo.traceback)
+        # The rest of the chain will not run: fail it now rather than leave it pending.
+        for step in reversed(context.chain or ()):
+            sig = Signature.from_dict(step, app=self.app)
+            try:
+                self._fail_pending(sig, exc, einfo.traceback, errbacks=False)
+            except Exception:
+                logger.exception("Task %s[%s]: cannot fail step %r", self.name, context.id, sig)
+
+    def _call_errbacks(
+        self, errbacks: Sequence[Any], request: Context, exc: BaseException, traceback: str | None
+    ) -> None:
+        """Celery's two styles: ``f(request, exc, traceback)`` here, or ``f.delay(task_id)``."""
+        for errback in errbacks:
             sig = Signature.from_dict(errback, app=self.app)
             try:
                 target = self.app.tasks.get(sig.task)
                 fun = getattr(target, "__wrapped__", None) if target is not None else None
                 if fun is not None and _takes_request(fun, bool(getattr(target, "_bound", False))):
-                    # "New style" errback: called here with (request, exc, traceback).
-                    sig(context, exc, einfo.traceback)
+                    sig(request, exc, traceback)
                 else:
                     sig.apply_async(
-                        (context.id,), parent_id=context.id, root_id=context.root_id or context.id
+                        (request.id,), parent_id=request.id, root_id=request.root_id or request.id
                     )
             except Exception:
-                logger.exception("Task %s[%s]: errback %r failed", self.name, context.id, sig)
+                logger.exception("Task %s[%s]: errback %r failed", self.name, request.id, sig)
 
 
 def _takes_request(fun: Callable[..., Any], bound: bool) -> bool:

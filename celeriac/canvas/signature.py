@@ -152,7 +152,18 @@ class Signature(dict[str, Any], Generic[R]):
     ) -> Any:
         """Send the task; the given args are prepended to the partial args."""
         merged_args, merged_kwargs, merged_options = self._merge(args, kwargs, options)
-        return self.type.apply_async(merged_args, merged_kwargs, **merged_options)
+        task = self._registered()
+        if task is None:  # a task only the workers know: send it by name
+            return self.app.send_task(self.task, merged_args, merged_kwargs, **merged_options)
+        return task.apply_async(merged_args, merged_kwargs, **merged_options)
+
+    def _registered(self) -> Task[Any, Any] | None:
+        found = getattr(self, "_type", None)
+        if found is None:
+            found = self.app.tasks.get(self.task)
+            if found is not None:
+                self._type = found
+        return found
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
@@ -179,10 +190,11 @@ class Signature(dict[str, Any], Generic[R]):
     ) -> Signature[R]:
         data = copy.deepcopy(dict(self))
         sig = type(self).from_dict(data, app=getattr(self, "_app", None))
-        if args:
-            sig["args"] = tuple(args) + sig.args
-        if kwargs:
-            sig["kwargs"] = {**sig.kwargs, **kwargs}
+        if not self.immutable:  # as when applied: an immutable signature keeps its arguments
+            if args:
+                sig["args"] = tuple(args) + sig.args
+            if kwargs:
+                sig["kwargs"] = {**sig.kwargs, **kwargs}
         sig.options.update(options)
         found = getattr(self, "_type", None)
         if found is not None:

@@ -1,19 +1,23 @@
-"""Workflows: ``chain``, ``group``, ``chord`` and the map helpers, in Celery's wire form.
+"""Workflows: ``chain``, ``group`` and ``chord``, in Celery's wire form.
 
 The client expands workflows itself (as Celery's client does), so a worker only ever sees
 plain task messages whose ``embed`` carries what comes next:
 
 * chain: the first step is sent with ``chain`` = the remaining steps, reversed; every
   step's task id is assigned up front, so the caller holds the result of the last step.
+  A group followed by another step becomes a chord (the step receives the group's list).
 * group: every member is sent with ``group_id`` and ``group_index``, in one batch.
 * chord: every header member also carries ``chord`` = the body signature (its task id and
   ``chord_size`` fixed in advance); the worker that completes the header, as counted
   atomically by the result backend, sends the body with the ordered results.
+
+Options that say where a workflow's *result* goes (its group membership, the chord it
+counts towards, what runs after it: :data:`RESULT_OPTIONS`) belong to the step that
+produces that result: the last step of a chain, the body of a chord.
 """
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,15 +27,17 @@ from celeriac.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
-    from celeriac.result import AsyncResult, GroupResult
+    from celeriac.result import AsyncResult, ResultBase
+
+#: Options that follow a workflow's result rather than its first task.
+RESULT_OPTIONS = ("group_id", "group_index", "chord", "link")
 
 
-def _tasks_of(tasks: tuple[Any, ...]) -> list[Signature[Any]]:
+def _tasks_of(tasks: tuple[Any, ...], app: Celery | None = None) -> list[Signature[Any]]:
+    """``f(a, b)``, ``f([a, b])`` and ``f(generator)`` all mean the tasks a and b."""
     if len(tasks) == 1 and not isinstance(tasks[0], Mapping) and isinstance(tasks[0], Iterable):
         tasks = tuple(tasks[0])
-    return [
-        Signature.from_dict(task) if not isinstance(task, Signature) else task for task in tasks
-    ]
+    return [Signature.from_dict(task, app=app) for task in tasks]
 
 
 def _app_of(sigs: Sequence[Signature[Any]], app: Celery | None) -> Celery | None:
@@ -44,11 +50,24 @@ def _app_of(sigs: Sequence[Signature[Any]], app: Celery | None) -> Celery | None
     return None
 
 
+def _split_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Remove and return the :data:`RESULT_OPTIONS` that are set."""
+    return {key: options.pop(key) for key in RESULT_OPTIONS if options.get(key) is not None}
+
+
+def _oldest(result: ResultBase) -> ResultBase:
+    """The first result of a step's own lineage (a chord body's is its header group)."""
+    parent = getattr(result, "parent", None)
+    while parent is not None:
+        result, parent = parent, getattr(parent, "parent", None)
+    return result
+
+
 class chain(Signature[Any]):
     """Run tasks one after the other, each receiving the previous result."""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
-        steps = _tasks_of(tasks)
+        steps = _tasks_of(tasks, app)
         super().__init__(
             "celery.chain",
             (),
@@ -64,23 +83,59 @@ class chain(Signature[Any]):
 
     @property
     def tasks(self) -> list[Signature[Any]]:
-        return [Signature.from_dict(task, app=self._app) for task in self.kwargs["tasks"]]
+        steps = [Signature.from_dict(task, app=self._app) for task in self.kwargs["tasks"]]
+        self.kwargs["tasks"] = steps  # keep the objects, so changes to them stick
+        return steps
 
-    def _steps(self) -> list[Signature[Any]]:
-        """Flatten nested chains; a group followed by a step becomes a chord."""
+    def _flat_steps(self) -> list[Signature[Any]]:
+        """Copies of the steps, nested chains flattened."""
         flat: list[Signature[Any]] = []
         for step in self.tasks:
             if isinstance(step, chain):
-                flat.extend(step._steps())
+                flat.extend(step._flat_steps())
             else:
                 flat.append(step.clone())
-        merged: list[Signature[Any]] = []
+        return flat
+
+    def _prepare(self, options: dict[str, Any]) -> tuple[list[Signature[Any]], list[Any]]:
+        """The steps to send, with ids and options assigned, and their linked results.
+
+        Takes out of ``options`` what goes to particular steps: ``task_id`` (the last
+        step's id), ``link_error`` (every step), the result options (the last step),
+        ``chain`` (steps to run after this chain, reversed, as in a message).
+        """
+        flat = self._flat_steps()
+        if not flat:
+            raise ValueError("cannot apply an empty chain")
+        last_id = options.pop("task_id", None)
+        if last_id:
+            flat[-1].options["task_id"] = last_id
+        errbacks = options.pop("link_error", None)
         for step in flat:
-            if merged and isinstance(merged[-1], group) and not isinstance(step, group):
-                merged[-1] = chord(merged[-1], step, app=self._app)
+            for errback in _as_list(errbacks) if errbacks else ():
+                step.link_error(errback)
+        continuation = options.pop("chain", None) or ()
+        flat += [Signature.from_dict(step, app=self._app) for step in reversed(continuation)]
+        steps: list[Signature[Any]] = []
+        for step in flat:
+            if steps and isinstance(steps[-1], group):
+                # What follows a group receives the group's list: together, a chord.
+                steps[-1] = chord(steps[-1], step, app=self._app)
             else:
-                merged.append(step)
-        return merged
+                steps.append(step)
+        result_options = _split_options(options)
+        if result_options:
+            steps[-1] = _with_result_options(steps[-1], result_options)
+        results: list[Any] = []
+        for step in steps:
+            result = step.freeze()
+            if results:
+                _oldest(result).parent = results[-1]
+            results.append(result)
+        root_id = options.pop("root_id", None) or _first_id(results[0])
+        for step in steps:
+            step.options["root_id"] = root_id
+        return steps, results
 
     def apply_async(
         self,
@@ -89,46 +144,80 @@ class chain(Signature[Any]):
         route_name: str | None = None,
         **options: Any,
     ) -> Any:
-        steps = self._steps()
-        if not steps:
-            raise ValueError("cannot apply an empty chain")
         options = {**self.options, **options}
-        root_id = options.pop("root_id", None)
-        last_id = options.pop("task_id", None)
-        results = []
-        for position, step in enumerate(steps):
-            step_id = last_id if position == len(steps) - 1 and last_id else None
-            results.append(step.freeze(step_id))
-        root_id = root_id or results[0].id
-        for step in steps:
-            step.options["root_id"] = root_id
-        for previous, result in itertools.pairwise(results):
-            result.parent = previous
+        steps, results = self._prepare(options)
         first, rest = steps[0], steps[1:]
-        remaining = [dict(step) for step in reversed(rest)] or None
-        first.apply_async(args, kwargs, chain=remaining, **options)
+        # Reversed: the worker pops the next step from the end.
+        remaining = [dict(step) for step in reversed(rest)]
+        first.apply_async(args, kwargs, chain=remaining or None, **options)
         return results[-1]
 
     def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
-        steps = self._steps()
+        options = dict(self.options)
+        if _id is not None:
+            options["task_id"] = _id
+        if group_id is not None:
+            options["group_id"] = group_id
+        steps, results = self._prepare(options)
+        # The steps now hold what was taken out of the options: do not apply it twice.
         self.kwargs["tasks"] = steps
-        results = [step.freeze() for step in steps[:-1]]
-        last = steps[-1].freeze(_id, group_id)
-        previous = None
-        for result in [*results, last]:
-            result.parent = previous
-            previous = result
-        return last
+        self.options.clear()
+        self.options.update(options)
+        return results[-1]
+
+    def link(self, callback: Mapping[str, Any]) -> Mapping[str, Any]:
+        steps = self.tasks
+        return steps[-1].link(callback) if steps else super().link(callback)
+
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        for step in self.tasks:  # the step that fails is the one that calls it
+            step.link_error(errback)
+        return errback
+
+    on_error = link_error
+
+    def __or__(self, other: Any) -> Any:
+        if isinstance(other, chain):
+            return chain(*self.tasks, *other.tasks, app=self._app, **self.options)
+        return chain(*self.tasks, other, app=self._app, **self.options)
 
     def __repr__(self) -> str:
         return " | ".join(repr(step) for step in self.tasks)
+
+
+def _first_id(result: Any) -> str:
+    oldest = _oldest(result)
+    members = getattr(oldest, "results", None)
+    if members:  # a group: the workflow's root is its first member
+        return _first_id(members[0])
+    return str(oldest.id)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [value] if isinstance(value, Mapping) else list(value)
+
+
+def _with_result_options(sig: Signature[Any], result_options: Mapping[str, Any]) -> Signature[Any]:
+    """Give ``sig`` the options that say where its result goes (see module docstring)."""
+    if isinstance(sig, group) and set(result_options) - {"link"}:
+        # A group has no single result to count or to place in another group: as Celery
+        # does, collect its list with ``celery.accumulate`` and let that be the result.
+        collect: Signature[Any] = Signature("celery.accumulate", kwargs={"index": 0}, app=sig._app)
+        sig = chord(sig, collect, app=sig._app)
+    for key, value in result_options.items():
+        if key == "link":
+            for callback in _as_list(value):
+                sig.link(callback)
+        else:
+            sig.options[key] = value
+    return sig
 
 
 class group(Signature[Any]):
     """Run tasks in parallel; the result is a ``GroupResult`` in member order."""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
-        members = _tasks_of(tasks)
+        members = _tasks_of(tasks, app)
         super().__init__(
             "celery.group",
             (),
@@ -144,10 +233,17 @@ class group(Signature[Any]):
 
     @property
     def tasks(self) -> list[Signature[Any]]:
-        return [Signature.from_dict(task, app=self._app) for task in self.kwargs["tasks"]]
+        members = [Signature.from_dict(task, app=self._app) for task in self.kwargs["tasks"]]
+        self.kwargs["tasks"] = members  # keep the objects, so changes to them stick
+        return members
 
     def __len__(self) -> int:
         return len(self.kwargs["tasks"])
+
+    def _group_id(self, options: dict[str, Any]) -> str:
+        group_id = options.pop("task_id", None) or options.pop("group_id", None)
+        options.pop("group_index", None)  # a group is never a member of another
+        return str(group_id or uuid.uuid4())
 
     def apply_async(
         self,
@@ -155,13 +251,17 @@ class group(Signature[Any]):
         kwargs: Mapping[str, Any] | None = None,
         route_name: str | None = None,
         **options: Any,
-    ) -> GroupResult:
+    ) -> Any:
         from celeriac.result import GroupResult
 
         options = {**self.options, **options}
-        group_id = options.pop("task_id", None) or options.pop("group_id", None)
-        group_id = group_id or str(uuid.uuid4())
-        options.pop("chain", None)
+        if options.get("chain"):
+            # Something runs after this group: it receives the list, so this is a chord.
+            continuation = list(options.pop("chain"))
+            body = Signature.from_dict(continuation.pop(), app=self._app)
+            as_chord = chord(self, body, app=self._app)
+            return as_chord.apply_async(args, kwargs, chain=continuation or None, **options)
+        group_id = self._group_id(options)
         app = self.app
         results: list[Any] = []
         plain: list[tuple[Signature[Any], dict[str, Any]]] = []
@@ -182,6 +282,7 @@ class group(Signature[Any]):
         args: Sequence[Any] | None,
         kwargs: Mapping[str, Any] | None,
     ) -> None:
+        """Publish plain members in one batch: one round trip to the broker."""
         if not members:
             return
         publisher = app.publisher
@@ -189,6 +290,8 @@ class group(Signature[Any]):
         for member, member_options in members:
             call_args, call_kwargs, merged = member._merge(args, kwargs, member_options)
             task = app.tasks.get(member.task)
+            if task is not None and task.typing:
+                task.check_arguments(call_args, call_kwargs)
             _, envelope, route = publisher.build(
                 member.task, call_args, call_kwargs, task_type=task, **merged
             )
@@ -199,16 +302,53 @@ class group(Signature[Any]):
     def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
         from celeriac.result import GroupResult
 
-        group_id = _id or group_id or self.options.get("task_id") or str(uuid.uuid4())
+        group_id = _id or self.options.get("task_id") or group_id or str(uuid.uuid4())
         self.options["task_id"] = group_id
         results = []
         for index, member in enumerate(self.tasks):
             member.options.update(group_id=group_id, group_index=index)
-            results.append(member.freeze(group_id=group_id))
+            if isinstance(member, chain | chord):
+                results.append(member.freeze(group_id=group_id))
+            else:
+                results.append(member.freeze())
         return GroupResult(group_id, results, app=self.app)
+
+    def link(self, callback: Mapping[str, Any]) -> Mapping[str, Any]:
+        # As in Celery: linked to the first member only, immutably, so that one failing
+        # member does not stop it (a callback that needs every result is a chord's body).
+        members = self.tasks
+        if not members:
+            return super().link(callback)
+        sig = Signature.from_dict(callback, app=self._app).clone()
+        sig.set(immutable=True)
+        return members[0].link(sig)
+
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        for member in self.tasks:
+            member.link_error(errback)
+        return errback
+
+    on_error = link_error
+
+    def __or__(self, other: Any) -> Any:
+        if isinstance(other, group | chain):
+            return chain(self, other, app=self._app)
+        return chord(self, other, app=self._app)
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(task) for task in self.tasks)}])"
+
+
+def _flat_members(header: Any, app: Celery | None) -> list[Signature[Any]]:
+    """A chord header's members; nested groups are flattened (each member counts once)."""
+    members: list[Signature[Any]] = []
+    source = header.tasks if isinstance(header, group) else _tasks_of((header,), app)
+    for member in source:
+        if isinstance(member, group):
+            members.extend(_flat_members(member, app))
+        else:
+            members.append(member)
+    return members
 
 
 class chord(Signature[Any]):
@@ -217,12 +357,17 @@ class chord(Signature[Any]):
     def __init__(
         self, header: Any, body: Any = None, app: Celery | None = None, **options: Any
     ) -> None:
-        members = _tasks_of((header,)) if not isinstance(header, group) else header.tasks
-        body_sig = Signature.from_dict(body) if body is not None else None
+        if isinstance(header, Mapping) and not isinstance(header, Signature):
+            header = Signature.from_dict(header, app=app)
+        members = _flat_members(header, app)
+        header_value: Any = members
+        if isinstance(header, group) and header.options.get("task_id"):
+            header_value = group(members, app=app, task_id=header.options["task_id"])
+        body_sig = Signature.from_dict(body, app=app) if body is not None else None
         super().__init__(
             "celery.chord",
             (),
-            {"header": members, "body": body_sig, "kwargs": {}},
+            {"header": header_value, "body": body_sig, "kwargs": {}},
             options=options,
             subtask_type="chord",
             app=_app_of([*members, *([body_sig] if body_sig else [])], app),
@@ -231,22 +376,68 @@ class chord(Signature[Any]):
     @classmethod
     def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
         kwargs = data["kwargs"]
-        header = kwargs["header"]
-        if isinstance(header, Mapping):
-            header = Signature.from_dict(header, app=app)
-        return cls(header, kwargs.get("body"), app=app, **(data.get("options") or {}))
+        return cls(kwargs["header"], kwargs.get("body"), app=app, **(data.get("options") or {}))
 
     @property
     def header(self) -> list[Signature[Any]]:
-        return [Signature.from_dict(task, app=self._app) for task in self.kwargs["header"]]
+        return self._header_group().tasks
+
+    tasks = header
+
+    def _header_group(self) -> group:
+        """The header as a group (with its id once frozen), kept in the signature."""
+        header = self.kwargs["header"]
+        if not isinstance(header, group):
+            if isinstance(header, Mapping):
+                header = Signature.from_dict(header, app=self._app)
+            if not isinstance(header, group):
+                header = group(header, app=self._app)
+            self.kwargs["header"] = header
+        return header
 
     @property
     def body(self) -> Signature[Any] | None:
         body = self.kwargs.get("body")
-        return Signature.from_dict(body, app=self._app) if body is not None else None
+        if body is None:
+            return None
+        sig = self.kwargs["body"] = Signature.from_dict(body, app=self._app)
+        return sig
 
     def __call__(self, body: Any = None, **options: Any) -> Any:
         return self.apply_async((), {}, body=body, **options)
+
+    def _prepare(self, body: Any, options: dict[str, Any]) -> tuple[group, Signature[Any], Any]:
+        """Header (with its id) and body (with id, size and result options), frozen.
+
+        Takes out of ``options`` what belongs to the body: ``task_id`` (the body's id, which
+        is the chord's), ``link_error``, ``chain`` (what runs after the body) and the result
+        options; the rest is for the header members.
+        """
+        if body is not None:
+            self.kwargs["body"] = Signature.from_dict(body, app=self._app)
+        body_sig = self.body
+        if body_sig is None:
+            raise ValueError("a chord needs a body")
+        header = self._header_group()
+        header_result = header.freeze()
+        body_id = options.pop("task_id", None)
+        result_options = _split_options(options)
+        continuation = options.pop("chain", None)
+        if continuation:
+            result_options["chain"] = continuation
+        errbacks = options.pop("link_error", None)
+        for errback in _as_list(errbacks) if errbacks else ():
+            body_sig.link_error(errback)
+        body_sig = _with_result_options(body_sig, result_options)
+        self.kwargs["body"] = body_sig
+        body_result = body_sig.freeze(body_id)
+        body_sig["chord_size"] = len(header)
+        _oldest(body_result).parent = header_result
+        # The body holds what was taken out of the options now: do not apply it twice.
+        for key in (*RESULT_OPTIONS, "chain", "link_error"):
+            self.options.pop(key, None)
+        self.options["task_id"] = body_result.id
+        return header, body_sig, body_result
 
     def apply_async(
         self,
@@ -256,78 +447,40 @@ class chord(Signature[Any]):
         body: Any = None,
         **options: Any,
     ) -> AsyncResult:
-        from celeriac.result import GroupResult
-
-        body_sig = Signature.from_dict(body) if body is not None else self.body
-        if body_sig is None:
-            raise ValueError("a chord needs a body")
         app = self.app
         if not app.backend.capabilities.enabled:
             raise ImproperlyConfigured(
                 "a chord needs a result backend to count its header; set result_backend"
             )
         options = {**self.options, **options}
-        chain_rest = options.pop("chain", None)
-        if chain_rest:
-            body_sig.options["chain"] = chain_rest
-        group_id = options.pop("group_id", None) or str(uuid.uuid4())
-        body_id = options.pop("task_id", None)
-        header = self.header
-        body_result = body_sig.freeze(body_id, group_id=group_id)
-        body_sig["chord_size"] = len(header)
-        body_sig.options["chord_size"] = len(header)
-        if not header:
-            return body_sig.apply_async(([],))  # type: ignore[no-any-return]
-        header_group = group(header, app=app)
-        header_result = header_group.apply_async(
-            args, kwargs, task_id=group_id, chord=dict(body_sig), **options
-        )
-        body_result.parent = header_result
-        assert isinstance(header_result, GroupResult)
+        header, body_sig, body_result = self._prepare(body, options)
+        if not len(header):
+            body_sig.apply_async(([],), **options)
+        else:
+            header.apply_async(args, kwargs, chord=dict(body_sig), **options)
         return body_result  # type: ignore[no-any-return]
+
+    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
+        options = dict(self.options)
+        if _id is not None:
+            options["task_id"] = _id
+        if group_id is not None:
+            options["group_id"] = group_id
+        _, _, body_result = self._prepare(None, options)
+        return body_result
+
+    def link(self, callback: Mapping[str, Any]) -> Mapping[str, Any]:
+        body = self.body
+        return body.link(callback) if body is not None else super().link(callback)
+
+    def link_error(self, errback: Mapping[str, Any]) -> Mapping[str, Any]:
+        body = self.body
+        return body.link_error(errback) if body is not None else super().link_error(errback)
+
+    on_error = link_error
 
     def __repr__(self) -> str:
         return f"chord([{', '.join(repr(task) for task in self.header)}], {self.body!r})"
-
-
-class xmap(Signature[Any]):
-    """Call ``task`` once per item, in one task (``celery.map``)."""
-
-    def __init__(self, task: Any, it: Iterable[Any], app: Celery | None = None) -> None:
-        super().__init__(
-            "celery.map", (), {"task": dict(task), "it": list(it)}, immutable=True, app=app
-        )
-
-
-class xstarmap(Signature[Any]):
-    """Call ``task(*item)`` for each item, in one task (``celery.starmap``)."""
-
-    def __init__(self, task: Any, it: Iterable[Any], app: Celery | None = None) -> None:
-        super().__init__(
-            "celery.starmap", (), {"task": dict(task), "it": list(it)}, immutable=True, app=app
-        )
-
-
-class chunks(Signature[Any]):
-    """Split ``it`` into chunks of ``n`` items, each chunk one ``celery.starmap`` task."""
-
-    def __init__(self, task: Any, it: Iterable[Any], n: int, app: Celery | None = None) -> None:
-        super().__init__(
-            "celery.chunks",
-            (),
-            {"task": dict(task), "it": list(it), "n": n},
-            immutable=True,
-            app=app,
-        )
-
-    def group(self) -> group:
-        task = Signature.from_dict(self.kwargs["task"], app=self._app)
-        items = list(self.kwargs["it"])
-        size = int(self.kwargs["n"])
-        return group(
-            xstarmap(task, items[start : start + size], app=self._app)
-            for start in range(0, len(items), size)
-        )
 
 
 Signature.TYPES.update({"chain": chain, "group": group, "chord": chord})
