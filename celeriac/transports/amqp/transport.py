@@ -102,9 +102,9 @@ class AMQPTransport:
     # -- the Transport interface -------------------------------------------------------
 
     def declare(self, queues: Sequence[QueueSpec]) -> None:
-        for queue in queues:
-            self._specs[queue.name] = queue
         self._run(lambda conn: self._declare_on(conn, queues))
+        for queue in queues:  # declared again after a reconnect
+            self._specs[queue.name] = queue
 
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         if not envelopes:
@@ -383,7 +383,7 @@ class AMQPTransport:
 
     def _declare_exchange(self, conn: AMQPConnection, queue: QueueSpec) -> None:
         method = spec.Exchange.Declare(
-            exchange=queue.exchange, exchange_type=queue.exchange_type, durable=queue.durable
+            exchange=queue.exchange, type=queue.exchange_type, durable=queue.durable
         )
         try:
             self._admin_rpc(conn, method, spec.Exchange.DeclareOk)
