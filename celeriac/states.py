@@ -18,7 +18,8 @@ EXCEPTION_STATES = frozenset({RETRY, FAILURE, REVOKED})
 PROPAGATE_STATES = frozenset({FAILURE, REVOKED})
 ALL_STATES = frozenset({PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED})
 
-#: Lower index means "further along"; unknown (custom) states sort between RETRY and PENDING.
+#: Lower index means "further along"; unknown (custom) states sort just after the ready
+#: states SUCCESS and FAILURE, above REVOKED and every unready state (Celery's order).
 PRECEDENCE = [SUCCESS, FAILURE, None, REVOKED, STARTED, RECEIVED, REJECTED, RETRY, PENDING]
 _PRECEDENCE_LOOKUP = {state: index for index, state in enumerate(PRECEDENCE)}
 _NONE_PRECEDENCE = _PRECEDENCE_LOOKUP[None]

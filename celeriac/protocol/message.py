@@ -254,7 +254,12 @@ def decode_task_body(envelope: Envelope, accept: frozenset[str] | None) -> TaskB
             f"body is not [args, kwargs, embed]: {serializers_repr(payload)}"
         ) from exc
     if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
-        raise InvalidMessageError("body args must be a list and kwargs an object")
+        raise InvalidMessageError(
+            f"body args must be a list and kwargs an object, not {type(args).__name__} "
+            f"and {type(kwargs).__name__}"
+        )
+    if embed is not None and not isinstance(embed, dict):
+        raise InvalidMessageError(f"body embed must be an object, not {type(embed).__name__}")
     return TaskBody(list(args), kwargs, embed or dict(EMPTY_EMBED))
 
 
@@ -276,32 +281,55 @@ def _v1_body(payload: dict[str, Any]) -> TaskBody:
 
 
 def upgrade_v1(envelope: Envelope, accept: frozenset[str] | None) -> Envelope:
-    """Give a protocol v1 message (no ``task`` header) the v2 headers, in place."""
+    """Give a protocol v1 message (no ``task`` header) the v2 headers, in place.
+
+    A v1 body is a dict holding the task, its id and options. Its ``timelimit`` is already
+    ``(hard, soft)``, as in v2; times are local when its ``utc`` flag is false.
+    """
     if "task" in envelope.headers:
         return envelope
-    payload = serializers.loads(envelope.body, envelope.content_type, accept)
+    body = envelope.body
+    compressed_with = envelope.headers.get("compression")
+    if compressed_with:
+        body = compression.decompress(body, compressed_with)
+    payload = serializers.loads(body, envelope.content_type, accept)
     if not isinstance(payload, dict) or "task" not in payload or "id" not in payload:
         raise InvalidMessageError(
             "message has no 'task' header and its body is not a protocol v1 task"
         )
     timelimit = payload.get("timelimit") or (None, None)
+    utc = payload.get("utc", True)
     envelope.headers.update(
         {
-            "lang": "py",
+            "lang": payload.get("lang") or "py",
             "task": payload["task"],
             "id": payload["id"],
-            "eta": payload.get("eta"),
-            "expires": payload.get("expires"),
+            "shadow": payload.get("shadow"),
+            "eta": _v1_time(payload.get("eta"), utc),
+            "expires": _v1_time(payload.get("expires"), utc),
             "retries": payload.get("retries", 0),
-            "timelimit": [timelimit[1], timelimit[0]],  # v1 had (soft, hard)
-            "group": payload.get("taskset"),
-            "root_id": payload["id"],
-            "parent_id": None,
-            "argsrepr": safe_repr(payload.get("args")),
-            "kwargsrepr": safe_repr(payload.get("kwargs")),
+            "timelimit": list(timelimit),
+            "group": payload.get("group") or payload.get("taskset"),
+            "group_index": payload.get("group_index"),
+            "root_id": payload.get("root_id") or payload["id"],
+            "parent_id": payload.get("parent_id"),
+            "argsrepr": payload.get("argsrepr") or safe_repr(payload.get("args")),
+            "kwargsrepr": payload.get("kwargsrepr") or safe_repr(payload.get("kwargs")),
+            "origin": payload.get("origin"),
         }
     )
     return envelope
+
+
+def _v1_time(value: Any, utc: bool) -> Any:
+    # A naive v1 time with ``utc: false`` is the producer's local time: make it explicit.
+    if utc or not isinstance(value, str):
+        return value
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return parsed.astimezone().isoformat() if parsed.tzinfo is None else value
 
 
 def new_task_id() -> str:

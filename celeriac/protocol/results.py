@@ -3,8 +3,8 @@
 A stored result is a mapping ``{status, result, traceback, children, date_done, task_id}``
 (plus ``group_id``/``parent_id`` when known and, with ``result_extended``, ``name, args,
 kwargs, worker, retries, queue``). An exception is stored as ``{exc_type, exc_message,
-exc_module}`` and re-created on read: the same class when it can be imported, otherwise a
-class of that name made on the fly, so ``except ValueError`` still works for builtins.
+exc_module}`` and re-created on read: the same class when its module is loaded, otherwise
+a class of that name made on the fly, so ``except ValueError`` still works for builtins.
 """
 
 from __future__ import annotations
@@ -15,12 +15,19 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from celeriac import states
+from celeriac import exceptions, states
+from celeriac.protocol.serializers import json_dumps
 
 #: celeriac's own exceptions are stored under Celery's module name, so Celery peers
 #: re-create them as their own type (and we map them back on read).
 _OWN_MODULE = "celeriac.exceptions"
 _CELERY_MODULE = "celery.exceptions"
+#: Modules whose exceptions a Celery peer stores and celeriac has under its own module:
+#: Celery's time-limit and worker-lost errors come from billiard.
+_READ_AS_OWN = frozenset({_CELERY_MODULE, "billiard.exceptions"})
+#: Names that differ between the two packages.
+_CELERY_NAMES = {"CeleriacError": "CeleryError"}
+_OWN_NAMES = {celery: own for own, celery in _CELERY_NAMES.items()}
 
 
 def utcnow_iso() -> str:
@@ -54,25 +61,31 @@ def build_meta(
 
 
 def exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    """Store an exception as Celery does: ``{exc_type, exc_message, exc_module}``."""
     cls = type(exc)
     module = cls.__module__
+    name = cls.__qualname__
     if module == _OWN_MODULE:
         module = _CELERY_MODULE
+        name = _CELERY_NAMES.get(name, name)
     try:
         message = list(exc.args)
-        from celeriac.protocol.serializers import json_dumps
-
         json_dumps(message)
     except Exception:  # args that JSON cannot carry travel as their text
         message = [str(exc)]
-    return {"exc_type": cls.__qualname__, "exc_message": message, "exc_module": module}
+    return {"exc_type": name, "exc_message": message, "exc_module": module}
 
 
 _synthesized: dict[tuple[str, str], type[Exception]] = {}
 
 
 def exception_from_dict(data: Any) -> BaseException:
-    """Re-create an exception stored by :func:`exception_to_dict` (or by Celery)."""
+    """Re-create an exception stored by :func:`exception_to_dict` (or by Celery).
+
+    The class is looked up among modules already imported, never imported because a stored
+    result names it (stored data must not run code); a class that is not found, or is not
+    an exception, is stood in for by an exception class of the same name and module.
+    """
     if isinstance(data, BaseException):
         return data
     if not isinstance(data, Mapping) or "exc_type" not in data:
@@ -89,17 +102,16 @@ def exception_from_dict(data: Any) -> BaseException:
 
 
 def _find_exception_class(module: str, name: str) -> type[BaseException]:
-    """The class, looked up only in modules already imported here.
-
-    A stored result must not make its reader import a module (anyone who can write to the
-    result store could otherwise pick what gets imported); Celery looks only in loaded
-    modules too. Anything else is synthesized with the same name.
-    """
-    if module == _CELERY_MODULE:
-        module = _OWN_MODULE
-    found: Any = builtins if module == "builtins" else sys.modules.get(module)
-    for part in name.split("."):
-        found = getattr(found, part, None)
+    found: Any = None
+    if module in _READ_AS_OWN:
+        found = exceptions
+        name_here = _OWN_NAMES.get(name, name)
+        for part in name_here.split("."):
+            found = getattr(found, part, None)
+    if found is None:
+        found = builtins if module == "builtins" else sys.modules.get(module)
+        for part in name.split("."):
+            found = getattr(found, part, None)
     if isinstance(found, type) and issubclass(found, BaseException):
         return found
     return _synthesize(module, name)
