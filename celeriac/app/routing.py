@@ -7,13 +7,15 @@ published to the default exchange ``""`` with the queue name as routing key.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from celeriac.exceptions import QueueNotFound
+from celeriac.exceptions import ImproperlyConfigured, QueueNotFound
 from celeriac.transports.base import QueueSpec
 
 
@@ -95,15 +97,26 @@ def _compile_pattern(pattern: Any) -> Callable[[str], bool]:
 
 
 class MappingRouter:
-    """``task_routes`` given as a mapping of name patterns (glob or regex) to routes.
+    """``task_routes`` given as a mapping (or ``(pattern, route)`` pairs) of task names to routes.
 
-    It looks at the task name only, so its answer can be cached per name.
+    Exact names are looked up first, then glob (``*``) and regex patterns in the order given,
+    as Celery does. It looks at the task name only, so its answer can be cached per name.
     """
 
-    def __init__(self, routes: Mapping[Any, Any]) -> None:
-        self.compiled = [(_compile_pattern(pattern), route) for pattern, route in routes.items()]
+    def __init__(self, routes: Mapping[Any, Any] | Sequence[tuple[Any, Any]]) -> None:
+        pairs = routes.items() if isinstance(routes, Mapping) else routes
+        self.exact: dict[str, Any] = {}
+        self.compiled: list[tuple[Callable[[str], bool], Any]] = []
+        for pattern, route in pairs:
+            if isinstance(pattern, str) and not any(char in pattern for char in "*?["):
+                self.exact.setdefault(pattern, route)
+            else:
+                self.compiled.append((_compile_pattern(pattern), route))
 
     def __call__(self, name: str, *_: Any, **__: Any) -> Any:
+        found = self.exact.get(name)
+        if found is not None:
+            return found
         for matches, target in self.compiled:
             if matches(name):
                 return target
@@ -111,17 +124,50 @@ class MappingRouter:
 
 
 def prepare_routers(task_routes: Any) -> list[Router]:
-    """``task_routes`` (a dict, a router callable, or a list of them) → router callables."""
+    """``task_routes`` → router callables, read as Celery reads it.
+
+    A mapping, or a list of ``(pattern, route)`` pairs, is one router; a callable is a
+    router (an object with ``route_for_task`` too); a string is the import path of one;
+    a list or tuple of these is consulted in order.
+    """
     if not task_routes:
         return []
-    if isinstance(task_routes, Mapping):
-        return [MappingRouter(task_routes)]
-    if callable(task_routes) and not isinstance(task_routes, list | tuple):
-        return [task_routes]
-    routers: list[Router] = []
-    for item in task_routes:
-        routers.extend(prepare_routers(item))
-    return routers
+    if isinstance(task_routes, Mapping | str) or callable(task_routes):
+        return [_router(task_routes)]
+    items = list(task_routes)
+    if items and all(_is_route_pair(item) for item in items):
+        return [MappingRouter(items)]
+    return [_router(item) for item in items]
+
+
+def _is_route_pair(item: Any) -> bool:
+    return (
+        isinstance(item, tuple | list)
+        and len(item) == 2
+        and isinstance(item[0], str | re.Pattern)
+        and isinstance(item[1], Mapping | str)
+    )
+
+
+def _router(item: Any) -> Router:
+    if isinstance(item, Mapping):
+        return MappingRouter(item)
+    if isinstance(item, str):
+        module_name, _, attribute = item.replace(":", ".").rpartition(".")
+        try:
+            item = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ImproperlyConfigured(
+                f"task_routes: cannot import router {item!r}: {exc}"
+            ) from exc
+    if isinstance(item, list | tuple):
+        return MappingRouter(item)
+    route_for_task = getattr(item, "route_for_task", None)
+    if route_for_task is not None:  # Celery's old router objects
+        return lambda name, args, kwargs, options, task=None: route_for_task(name, args, kwargs)
+    if callable(item):
+        return item  # type: ignore[no-any-return]
+    raise ImproperlyConfigured(f"task_routes: {item!r} is not a router")
 
 
 class RouteResolver:
@@ -135,28 +181,44 @@ class RouteResolver:
     def __init__(self, conf: Mapping[str, Any]) -> None:
         self.default_queue_name: str = conf["task_default_queue"]
         self.default_exchange_type: str = conf["task_default_exchange_type"]
+        self.missing_exchange_type: str = (
+            conf.get("task_create_missing_queue_exchange_type") or self.default_exchange_type
+        )
         self.create_missing: bool = conf["task_create_missing_queues"]
         self.max_priority: int | None = conf["task_queue_max_priority"]
         self.queue_type: str = conf["task_default_queue_type"]
         self.queues: dict[str, QueueSpec] = {}
         for queue in conf["task_queues"] or ():
             spec = queue_spec(queue, self.default_exchange_type)
+            if spec.max_priority is None and self.max_priority is not None:
+                spec = dataclasses.replace(spec, max_priority=self.max_priority)
             self.queues[spec.name] = spec
         if self.default_queue_name not in self.queues:
-            self.queues[self.default_queue_name] = self._new_queue(self.default_queue_name)
+            self.queues[self.default_queue_name] = self._new_queue(
+                self.default_queue_name,
+                conf.get("task_default_exchange") or self.default_queue_name,
+                self.default_exchange_type,
+                conf.get("task_default_routing_key") or self.default_queue_name,
+            )
         self.routers = prepare_routers(conf["task_routes"])
         self.cacheable = all(isinstance(router, MappingRouter) for router in self.routers)
         self._cache: dict[str, Route] = {}
 
-    def _new_queue(self, name: str) -> QueueSpec:
+    def _new_queue(
+        self,
+        name: str,
+        exchange: str | None = None,
+        exchange_type: str | None = None,
+        routing_key: str | None = None,
+    ) -> QueueSpec:
         arguments: dict[str, Any] = {}
         if self.queue_type == "quorum":
             arguments["x-queue-type"] = "quorum"
         return QueueSpec(
             name=name,
-            exchange=name,
-            exchange_type=self.default_exchange_type,
-            routing_key=name,
+            exchange=exchange or name,
+            exchange_type=exchange_type or self.missing_exchange_type,
+            routing_key=routing_key or name,
             max_priority=self.max_priority,
             arguments=arguments,
         )
