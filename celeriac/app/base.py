@@ -330,6 +330,8 @@ class Celery:
             accept=serializers.content_types(accept) if accept else None,
             expires=float(expires) if expires else None,
             transport_options=conf.result_backend_transport_options or {},
+            transport_factory=self.create_transport,
+            oid=self.oid,
         )
         return create_backend(conf.result_backend, options)
 

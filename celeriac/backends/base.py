@@ -23,7 +23,7 @@ Contract, shared by every implementation:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,6 +40,13 @@ class BackendOptions:
     #: Seconds after which results are dropped; ``None`` keeps them.
     expires: float | None = 86400.0
     transport_options: Mapping[str, Any] = field(default_factory=dict)
+    #: Opens a broker connection (the app's ``create_transport``), for backends whose
+    #: results travel as messages (``rpc://``); passed in, so backends need not import
+    #: the transports.
+    transport_factory: Callable[[], Any] | None = None
+    #: This client's id (the app's ``oid``, sent as every task message's ``reply_to``):
+    #: the name of the queue ``rpc://`` replies come to.
+    oid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,14 @@ class BackendCapabilities:
     cross_process: bool = False
     #: ``wait`` is notified of new results instead of polling.
     push: bool = False
+    #: Results are replies to the client that sent the task (``rpc://``): the worker puts
+    #: the request's ``reply_to`` under ``"reply_to"`` in each meta it stores, and only that
+    #: client reads the result, taking it off the broker on first read.
+    needs_reply_to: bool = False
+    #: ``save_group``/``get_group``/``forget_group`` work (``GroupResult.save``).
+    groups: bool = True
+    #: ``chord_part_return`` works, so chords can join.
+    chords: bool = True
 
 
 @runtime_checkable
