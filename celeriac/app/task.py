@@ -386,7 +386,12 @@ class Task(Generic[P, R]):
         task_id = task_id or self.request.id
         if task_id is None:
             raise ValueError("update_state needs a task id outside of a running task")
-        self.app.backend.store([build_meta(task_id, state or states.PENDING, meta)])
+        backend = self.app.backend
+        reply_to = self.request.reply_to
+        # rpc:// sends the state to the reply queue of the client that sent this task.
+        needs_reply_to = backend.capabilities.needs_reply_to
+        extra = {"reply_to": reply_to} if reply_to and needs_reply_to else None
+        backend.store([build_meta(task_id, state or states.PENDING, meta, extra=extra)])
 
     def replace(self, sig: Signature[Any]) -> Any:
         """Replace this task with ``sig``; callbacks and chain move to the replacement."""

@@ -124,6 +124,8 @@ class TaskRunner:
         track = task.track_started
         self.track_started = bool(conf.task_track_started if track is None else track)
         self.extended = bool(conf.result_extended)
+        # rpc:// sends each result to the reply queue the request names.
+        self.needs_reply_to = not eager and app.backend.capabilities.needs_reply_to
         self.hooks = {
             hook: _overrides(task, hook)
             for hook in ("before_start", "on_success", "on_failure", "on_retry", "after_return")
@@ -206,6 +208,8 @@ class TaskRunner:
 
     def _meta_extra(self, context: Context) -> dict[str, Any]:
         extra: dict[str, Any] = {}
+        if self.needs_reply_to and context.reply_to:
+            extra["reply_to"] = context.reply_to
         if context.parent_id:
             extra["parent_id"] = context.parent_id
         if context.group:
