@@ -23,7 +23,8 @@ class Signal:
 
     def __init__(self, name: str, providing_args: Any = None) -> None:
         self.name = name
-        # (key, sender or None, strong ref or weakref)
+        # (key, sender or None, strong ref or weakref); rebuilt, never mutated in place, so
+        # ``send`` can iterate it while a receiver connects or disconnects.
         self._receivers: list[tuple[Any, Any, Any]] = []
 
     def __repr__(self) -> str:
@@ -48,17 +49,18 @@ class Signal:
                 return fn
 
             return decorate
+        self._drop_dead()
         key = dispatch_uid if dispatch_uid is not None else _receiver_key(receiver)
         if any(existing == key and s is sender for existing, s, _ in self._receivers):
             return receiver
         ref: Any = receiver
         if weak:
             ref = (
-                weakref.WeakMethod(receiver)
+                weakref.WeakMethod(receiver, self._on_collected)
                 if hasattr(receiver, "__self__") and hasattr(receiver, "__func__")
-                else _maybe_weakref(receiver)
+                else _maybe_weakref(receiver, self._on_collected)
             )
-        self._receivers.append((key, sender, ref))
+        self._receivers = [*self._receivers, (key, sender, ref)]
         return receiver
 
     def disconnect(
@@ -74,10 +76,20 @@ class Signal:
     def has_listeners(self) -> bool:
         return bool(self._receivers)
 
+    def _on_collected(self, _ref: Any) -> None:
+        # A weakly referenced receiver is gone: forget it, so its id (part of the key) can be
+        # reused by a new receiver and ``has_listeners`` stays cheap and true to its name.
+        self._drop_dead()
+
+    def _drop_dead(self) -> None:
+        live = [entry for entry in self._receivers if self._resolve(entry[2]) is not None]
+        if len(live) != len(self._receivers):
+            self._receivers = live
+
     def _live(self, sender: Any) -> list[Receiver]:
         found: list[Receiver] = []
         for _, wanted, ref in self._receivers:
-            if wanted is not None and wanted is not sender and wanted != _sender_name(sender):
+            if wanted is not None and not _sender_matches(wanted, sender):
                 continue
             fn = self._resolve(ref)
             if fn is not None:
@@ -114,15 +126,23 @@ def _receiver_key(receiver: Any) -> Any:
     return id(receiver)
 
 
-def _maybe_weakref(receiver: Receiver) -> Any:
+def _maybe_weakref(receiver: Receiver, callback: Callable[[Any], None]) -> Any:
     try:
-        return weakref.ref(receiver)
+        return weakref.ref(receiver, callback)
     except TypeError:  # builtins and some callables cannot be weakly referenced
         return receiver
 
 
-def _sender_name(sender: Any) -> Any:
-    return getattr(sender, "name", None)
+def _sender_matches(wanted: Any, sender: Any) -> bool:
+    """A receiver connected for ``wanted`` hears ``sender``: the same object, an equal name
+    (task signals send the task name or the task), or the task of that name."""
+    if wanted is sender:
+        return True
+    if isinstance(wanted, str):
+        return wanted == sender or wanted == getattr(sender, "name", None)
+    if isinstance(sender, str):
+        return sender == getattr(wanted, "name", None)
+    return False
 
 
 # -- tasks

@@ -22,6 +22,7 @@ from celeriac.exceptions import OperationalError
 from celeriac.protocol.message import (
     Envelope,
     TaskMessageTemplate,
+    decode_task_body,
     isoformat,
     new_task_id,
     parse_datetime,
@@ -70,6 +71,11 @@ _NON_PUBLISH_OPTIONS = frozenset(
         "exchange_type",
     }
 )
+
+
+def _body_tuple(envelope: Envelope) -> tuple[Any, Any, Any]:
+    body = decode_task_body(envelope, None)
+    return (tuple(body.args), body.kwargs, body.embed)
 
 
 def _signature_dicts(value: Any) -> list[Any] | None:
@@ -264,11 +270,14 @@ class Publisher:
             signals.before_task_publish.has_listeners()
             or signals.after_task_publish.has_listeners()
         )
+        bodies: list[tuple[Any, Any, Any]] = []
         if send_signals:
-            for envelope in envelopes:
+            # Receivers get the body as Celery gives it: (args, kwargs, embed), decoded.
+            bodies = [_body_tuple(envelope) for envelope in envelopes]
+            for envelope, body in zip(envelopes, bodies, strict=True):
                 signals.before_task_publish.send(
                     sender=envelope.headers["task"],
-                    body=envelope.body,
+                    body=body,
                     exchange=envelope.exchange,
                     routing_key=envelope.routing_key,
                     headers=envelope.headers,
@@ -278,10 +287,10 @@ class Publisher:
                 )
         self._with_retries(lambda transport: self._send(transport, envelopes, queues))
         if send_signals:
-            for envelope in envelopes:
+            for envelope, body in zip(envelopes, bodies, strict=True):
                 signals.after_task_publish.send(
                     sender=envelope.headers["task"],
-                    body=envelope.body,
+                    body=body,
                     headers=envelope.headers,
                     exchange=envelope.exchange,
                     routing_key=envelope.routing_key,
