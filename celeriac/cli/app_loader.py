@@ -56,23 +56,36 @@ def _resolve_attribute(module: ModuleType, attribute: str, name: str) -> Any:
     return found
 
 
-def _search_module(module: ModuleType, name: str) -> Celery:
+def _named_app(module: ModuleType) -> Celery | None:
     for attribute in ("app", "celery"):
         found = getattr(module, attribute, None)
         if isinstance(found, Celery):
             return found
-    if hasattr(module, "__path__"):
-        try:
-            submodule = importlib.import_module(f"{module.__name__}.celery")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{module.__name__}.celery":
-                raise
-        else:
-            return _search_module(submodule, name)
+    return None
+
+
+def _any_app(module: ModuleType) -> Celery | None:
     for value in vars(module).values():
         if isinstance(value, Celery):
             return value
-    raise ImproperlyConfigured(
-        f"-A {name}: no celeriac app found in module {module.__name__!r} "
-        "(looked for 'app', 'celery', a 'celery' submodule and any Celery instance)"
-    )
+    return None
+
+
+def _search_module(module: ModuleType, name: str) -> Celery:
+    found = _named_app(module)
+    if found is None and hasattr(module, "__path__"):
+        submodule_name = f"{module.__name__}.celery"
+        try:
+            submodule = importlib.import_module(submodule_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != submodule_name:  # it exists, but an import inside it failed
+                raise
+        else:
+            found = _named_app(submodule) or _any_app(submodule)
+    found = found or _any_app(module)
+    if found is None:
+        raise ImproperlyConfigured(
+            f"-A {name}: no celeriac app found in module {module.__name__!r} "
+            "(looked for 'app', 'celery', a 'celery' submodule and any Celery instance)"
+        )
+    return found
