@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import random
+import threading
 import time
 import traceback as tb
 from collections.abc import Callable, Mapping, Sequence
@@ -62,23 +63,58 @@ class Outcome:
 
 
 class ResultSink:
-    """Collects result metas and writes them in batches (``flush``)."""
+    """Collects result metas and writes them in batches (``flush``).
 
-    def __init__(self, backend: ResultBackend, batch: bool = False) -> None:
+    With ``max_delay``, a thread stores what has been pending that long, so a quick task's
+    result is not held back by a slow task that runs after it in the same batch. Batches are
+    stored one at a time, in the order their metas came (STARTED never lands after SUCCESS).
+    """
+
+    def __init__(
+        self, backend: ResultBackend, batch: bool = False, max_delay: float | None = None
+    ) -> None:
         self.backend = backend
         self.batch = batch
         self.pending: list[dict[str, Any]] = []
+        self._added = threading.Condition()  # guards pending and since
+        self._storing = threading.Lock()  # one store at a time keeps them in order
+        self._since = 0.0  # when pending last became non-empty
+        if batch and max_delay is not None:
+            threading.Thread(
+                target=self._store_late, args=(max_delay,), name="celeriac-results", daemon=True
+            ).start()
 
     def add(self, meta: dict[str, Any]) -> None:
-        if self.batch:
-            self.pending.append(meta)
-        else:
+        if not self.batch:
             self.backend.store([meta])
+            return
+        with self._added:
+            self.pending.append(meta)
+            if len(self.pending) == 1:
+                self._since = time.monotonic()
+                self._added.notify()
 
     def flush(self) -> None:
-        if self.pending:
-            pending, self.pending = self.pending, []
-            self.backend.store(pending)
+        if not self.pending:
+            return
+        with self._storing:
+            with self._added:
+                pending, self.pending = self.pending, []
+            if pending:
+                self.backend.store(pending)
+
+    def _store_late(self, max_delay: float) -> None:
+        while True:
+            with self._added:
+                while not self.pending:
+                    self._added.wait()
+                since = self._since
+            time.sleep(max(0.0, since + max_delay - time.monotonic()))
+            if self.pending and self._since == since:  # not flushed meanwhile
+                try:
+                    self.flush()
+                except Exception as exc:
+                    logger.error("Cannot store task results in %s: %s", self.backend.url, exc)
 
 
 def _overrides(task: Task[Any, Any], hook: str) -> bool:
@@ -90,8 +126,6 @@ _event_loops: dict[int, asyncio.AbstractEventLoop] = {}
 
 def run_coroutine(coroutine: Any) -> Any:
     """Run an ``async def`` task's coroutine on this thread's long-lived event loop."""
-    import threading
-
     key = threading.get_ident()
     loop = _event_loops.get(key)
     if loop is None or loop.is_closed():
@@ -176,6 +210,7 @@ class TaskRunner:
                         extra=self._meta_extra(context),
                     )
                 )
+                sink.flush()  # visible while the task runs, not after
             if self.hooks["before_start"]:
                 task.before_start(task_id, args, kwargs)
             retval = self.fun(*args, **kwargs)

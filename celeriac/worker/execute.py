@@ -33,13 +33,18 @@ class Executor:
     """Runs jobs; ``run_batch`` stores all their results in one backend call."""
 
     def __init__(
-        self, app: Celery, hostname: str, accept: frozenset[str] | None, batch_results: bool = True
+        self,
+        app: Celery,
+        hostname: str,
+        accept: frozenset[str] | None,
+        batch_results: bool = True,
+        result_delay: float | None = None,
     ) -> None:
         self.app = app
         self.hostname = hostname
         self.accept = accept
         self.runners: dict[str, TaskRunner] = {}
-        self.sink = ResultSink(app.backend, batch=batch_results)
+        self.sink = ResultSink(app.backend, batch=batch_results, max_delay=result_delay)
         self.can_alarm = threading.current_thread() is threading.main_thread()
         if self.can_alarm:
             signal.signal(signal.SIGALRM, _raise_soft_time_limit)

@@ -38,13 +38,16 @@ _context = multiprocessing.get_context("fork")
 BATCH = 4
 #: Shared slot values: sequence number of the running job (-1: none) and its start time.
 _IDLE = -1.0
+#: Results of finished jobs are stored in batches, but never later than this (seconds)
+#: after the job ended, even while the next job of the batch runs for minutes.
+RESULT_DELAY = 0.005
 
 
 def _child_main(conn: Any, context: PoolContext, slots: Any, index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about shutdown
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signals.worker_process_init.send(sender=None)
-    executor = Executor(context.app, context.hostname, context.accept)
+    executor = Executor(context.app, context.hostname, context.accept, result_delay=RESULT_DELAY)
     base = index * 3
     done = 0
     limit = context.max_tasks_per_child
