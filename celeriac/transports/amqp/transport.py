@@ -80,13 +80,14 @@ class AMQPTransport:
         self._specs: dict[str, QueueSpec] = {}
         self._existing_queues: set[str] = set()
         # Consuming.
-        self._consumers: dict[str, str] = {}  # queue → consumer tag
+        self._consumers: dict[str, list[str]] = {}  # queue → consumer tags
         self._consumer_queues: dict[str, str] = {}  # consumer tag → queue
         self._wanted_queues: tuple[str, ...] = ()
         self._cancelled_by_broker: set[str] = set()
         self._buffer: deque[Delivery] = deque()
         self._outstanding: set[int] = set()  # returned by fetch, not yet settled
         self._prefetch = 0
+        self._qos_sent = 0
         self._last_limit = 1
         self._consumer_seq = 0
         # Publishing (confirm mode): sequence number → envelope until the broker confirms.
@@ -276,6 +277,7 @@ class AMQPTransport:
         self._buffer.clear()
         self._outstanding.clear()
         self._prefetch = 0
+        self._qos_sent = 0
         # Exclusive and auto-delete queues die with the connection.
         self._existing_queues = {
             name
@@ -337,6 +339,11 @@ class AMQPTransport:
         queue = self._consumer_queues.pop(consumer_tag, None)
         if queue is None:
             return
+        tags = self._consumers.get(queue, [])
+        if consumer_tag in tags:
+            tags.remove(consumer_tag)
+        if tags:
+            return  # the queue's other consumer(s) will be told too
         self._consumers.pop(queue, None)
         self._existing_queues.discard(queue)
         self._cancelled_by_broker.add(queue)
@@ -487,28 +494,41 @@ class AMQPTransport:
         return taken
 
     def _consume(self, conn: AMQPConnection, queues: tuple[str, ...], limit: int) -> None:
-        """Consume exactly ``queues``, with a prefetch window that lets ``limit`` more in."""
+        """Consume exactly ``queues``, with a prefetch window that lets ``limit`` more in.
+
+        QoS is per consumer (quorum queues refuse channel-wide QoS), and a new window only
+        applies to consumers created after it. So the window grows by adding a consumer
+        for the difference, never by re-creating one: both consumers are fed in queue
+        order by the same queue process over the same channel, so FIFO holds, and nothing
+        is handed back and forth.
+        """
         self._last_limit = limit
         if queues != self._wanted_queues:
             for queue in [queue for queue in self._consumers if queue not in queues]:
                 self._cancel(conn, queue)
             self._wanted_queues = queues
-        wanted_window = max(self._prefetch_option, len(self._outstanding) + limit, 1)
-        if wanted_window > self._prefetch:
-            # Per-consumer QoS (quorum queues refuse global QoS); it applies to consumers
-            # created afterwards, so existing ones are re-created with the larger window.
-            conn.rpc(
-                self._consume_channel,
-                spec.Basic.Qos(prefetch_count=min(wanted_window, 65535)),
-                spec.Basic.QosOk,
-            )
-            self._prefetch = wanted_window
+        if not self._consumers:
+            self._prefetch = 0
+        need = max(self._prefetch_option, len(self._outstanding) + limit, 1)
+        window = max(need, self._prefetch)
+        if self._prefetch and need > self._prefetch:
+            window = max(need, self._prefetch * 3 // 2)  # geometric: few extra consumers
+            self._set_qos(conn, window - self._prefetch)
             for queue in list(self._consumers):
-                self._cancel(conn, queue, requeue_buffered=False)
-        for queue in queues:
-            if queue not in self._consumers:
                 self._start_consumer(conn, queue)
+        starting = [queue for queue in queues if queue not in self._consumers]
+        if starting:
+            self._set_qos(conn, window)
+            for queue in starting:
+                self._start_consumer(conn, queue)
+        self._prefetch = window
         self._cancelled_by_broker.clear()
+
+    def _set_qos(self, conn: AMQPConnection, prefetch_count: int) -> None:
+        if prefetch_count != self._qos_sent:
+            method = spec.Basic.Qos(prefetch_count=min(prefetch_count, 65535))
+            conn.rpc(self._consume_channel, method, spec.Basic.QosOk)
+            self._qos_sent = prefetch_count
 
     def _start_consumer(self, conn: AMQPConnection, queue: str) -> None:
         if queue in self._cancelled_by_broker:
@@ -517,24 +537,24 @@ class AMQPTransport:
         self._consumer_seq += 1
         consumer_tag = f"celeriac.{os.getpid()}.{self._consumer_seq}"
         self._consumer_queues[consumer_tag] = queue
-        self._consumers[queue] = consumer_tag
+        self._consumers.setdefault(queue, []).append(consumer_tag)
         conn.rpc(
             self._consume_channel,
             spec.Basic.Consume(queue=queue, consumer_tag=consumer_tag),
             spec.Basic.ConsumeOk,
         )
 
-    def _cancel(self, conn: AMQPConnection, queue: str, requeue_buffered: bool = True) -> None:
-        consumer_tag = self._consumers.pop(queue)
-        conn.rpc(self._consume_channel, spec.Basic.Cancel(consumer_tag), spec.Basic.CancelOk)
-        self._consumer_queues.pop(consumer_tag, None)
-        if requeue_buffered:
-            mine = [delivery for delivery in self._buffer if delivery.queue == queue]
-            if mine:
-                self._buffer = deque(d for d in self._buffer if d.queue != queue)
-                channel = self._consume_channel
-                frames = [codec.nack_frame(channel, _tag_of(d)[1], False, True) for d in mine]
-                conn.send(b"".join(frames))
+    def _cancel(self, conn: AMQPConnection, queue: str) -> None:
+        """Stop consuming ``queue``; what was prefetched and not handed out goes back."""
+        for consumer_tag in self._consumers.pop(queue):
+            conn.rpc(self._consume_channel, spec.Basic.Cancel(consumer_tag), spec.Basic.CancelOk)
+            self._consumer_queues.pop(consumer_tag, None)
+        mine = [delivery for delivery in self._buffer if delivery.queue == queue]
+        if mine:
+            self._buffer = deque(d for d in self._buffer if d.queue != queue)
+            channel = self._consume_channel
+            frames = [codec.nack_frame(channel, _tag_of(d)[1], False, True) for d in mine]
+            conn.send(b"".join(frames))
 
     # -- ack / reject ----------------------------------------------------------------------
 
