@@ -105,6 +105,9 @@ class Publisher:
         self.ignore_result: bool = conf.task_ignore_result
         self._local = threading.local()
         self._templates: dict[tuple[str, int], tuple[TaskMessageTemplate, Route]] = {}
+        # rpc:// results come back to a queue named by this app's oid (the reply_to of
+        # every message); it must exist before a worker replies, see ``_declare_reply_queue``.
+        self._reply_queue_pending = str(conf.result_backend or "").startswith("rpc:")
 
     # -- connections
     def transport(self) -> Transport:
@@ -285,6 +288,8 @@ class Publisher:
                     declare=list(queues),
                     retry_policy=self.retry_policy,
                 )
+        if self._reply_queue_pending:
+            self._declare_reply_queue()
         self._with_retries(lambda transport: self._send(transport, envelopes, queues))
         if send_signals:
             for envelope, body in zip(envelopes, bodies, strict=True):
@@ -295,6 +300,14 @@ class Publisher:
                     exchange=envelope.exchange,
                     routing_key=envelope.routing_key,
                 )
+
+    def _declare_reply_queue(self) -> None:
+        # RabbitMQ drops a reply routed to no queue, so the rpc:// backend declares its reply
+        # queue before the first task goes out (as Celery's ``on_task_call``).
+        declare = getattr(self.app.backend, "declare_reply_queue", None)
+        if declare is not None:
+            declare()
+        self._reply_queue_pending = False
 
     def _send(
         self, transport: Transport, envelopes: Sequence[Envelope], queues: Sequence[QueueSpec]
