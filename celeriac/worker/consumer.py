@@ -284,23 +284,38 @@ class Consumer:
             return
         self.processed += len(completions)
         late = self.late
+        metas: list[dict[str, Any]] = []
         for completion in completions:
+            requeued = False
             delivery = late.pop(completion.seq, None)
-            if delivery is None:
-                continue
-            self.settle_late(completion, delivery)
+            if delivery is not None:
+                requeued = self.settle_late(completion, delivery)
+            if completion.meta is not None and not requeued:
+                metas.append(completion.meta)
+        if metas:
+            self._store(metas)
 
-    def settle_late(self, completion: Completion, delivery: Delivery) -> None:
+    def settle_late(self, completion: Completion, delivery: Delivery) -> bool:
+        """Queue the late ack or reject of a finished job; whether it goes back to the queue."""
         name = delivery.envelope.headers["task"]
         flags = self.flags[name]
         if completion.state == states.REJECTED:
-            (self.to_requeue if completion.requeue else self.to_drop).append(delivery)
+            requeue = completion.requeue
+            if not requeue:
+                self.to_drop.append(delivery)
         elif completion.worker_lost:
-            (self.to_requeue if flags.reject_on_worker_lost else self.to_ack).append(delivery)
-        elif completion.state == states.FAILURE and not flags.acks_on_failure_or_timeout:
-            self.to_drop.append(delivery)
+            requeue = flags.reject_on_worker_lost
+            if not requeue:
+                self.to_ack.append(delivery)
         else:
-            self.to_ack.append(delivery)
+            requeue = False
+            if completion.state == states.FAILURE and not flags.acks_on_failure_or_timeout:
+                self.to_drop.append(delivery)
+            else:
+                self.to_ack.append(delivery)
+        if requeue:
+            self.to_requeue.append(delivery)
+        return requeue
 
     def flush(self) -> None:
         transport = self.transport

@@ -30,3 +30,6 @@ class Completion(NamedTuple):
     requeue: bool = False
     #: The executing process died (or was killed) while running the job.
     worker_lost: bool = False
+    #: A result the executing process could not store (it died): the consumer stores it,
+    #: unless the message is requeued (``reject_on_worker_lost``) and the task will run again.
+    meta: dict[str, Any] | None = None

@@ -230,17 +230,15 @@ class PreforkPool:
             error = WorkerLostError(
                 f"Worker exited prematurely: exitcode {exitcode} Job: {job.seq}."
             )
-        self.context.app.backend.store(
-            [
-                build_meta(
-                    job.task_id,
-                    states.FAILURE,
-                    exception_to_dict(error),
-                    f"{type(error).__name__}: {error}",
-                )
-            ]
+        meta = build_meta(
+            job.task_id,
+            states.FAILURE,
+            exception_to_dict(error),
+            f"{type(error).__name__}: {error}",
         )
-        return Completion(job.seq, states.FAILURE, worker_lost=True)
+        if isinstance(error, TimeLimitExceeded):
+            return Completion(job.seq, states.FAILURE, meta=meta)
+        return Completion(job.seq, states.FAILURE, worker_lost=True, meta=meta)
 
     def stop(self, graceful: bool) -> list[Completion]:
         done: list[Completion] = []
