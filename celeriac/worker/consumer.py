@@ -5,8 +5,10 @@ keeps what routing and validation need there); the body is decoded where the tas
 Acks and rejects are collected and sent once per loop turn, as one batch.
 
 Prefetch follows Celery: at most ``concurrency * worker_prefetch_multiplier`` messages are
-reserved and not yet acknowledged. Early-acked messages stop counting when they are handed
-to the pool; messages held for their ETA do not count (Celery raises its QoS for them).
+reserved and not yet acknowledged; messages held for their ETA do not count (Celery raises
+its QoS for them). An early ack, as in Celery, goes out when the task starts: right before
+``submit`` for pools that start every job at once, else when the pool reports it started.
+A message whose job never started (a warm shutdown) goes back to its queue.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class Consumer:
         self.late: dict[int, Delivery] = {}
         #: Deliveries of jobs not yet dispatched (ready or ETA-held).
         self.held: dict[int, Delivery] = {}
+        #: Early-ack deliveries of jobs waiting in the pool: acked once the job starts.
+        self.unstarted: dict[int, Delivery] = {}
         self.to_ack: list[Delivery] = []
         self.to_drop: list[Delivery] = []
         self.to_requeue: list[Delivery] = []
@@ -102,7 +106,8 @@ class Consumer:
             self.next_upkeep = now + UPKEEP_INTERVAL
             self.complete(self.pool.check())
         self.release_due_etas()
-        room = self.prefetch_count - len(self.ready) - len(self.late)
+        self.ack_started()
+        room = self.prefetch_count - len(self.ready) - len(self.late) - len(self.unstarted)
         fetched = 0
         if room > 0:
             busy = bool(self.ready) or self.pool.active() > 0
@@ -269,27 +274,45 @@ class Consumer:
             return
         jobs = [ready.popleft() for _ in range(min(free, len(ready)))]
         early: list[Delivery] = []
+        ack_now = self.pool.starts_on_submit
         for job in jobs:
             delivery = self.held.pop(job.seq)
             if self.flags[job.task_name].acks_late:
                 self.late[job.seq] = delivery
-            else:
+            elif ack_now:
                 early.append(delivery)
+            else:
+                self.unstarted[job.seq] = delivery
         if early:
             self.transport.ack(early)  # early ack: before the tasks run
         self.pool.submit(jobs)
 
+    def ack_started(self) -> None:
+        """Early acks of the jobs the pool has started since the last look."""
+        unstarted = self.unstarted
+        if unstarted:
+            for seq in self.pool.started():
+                delivery = unstarted.pop(seq, None)
+                if delivery is not None:
+                    self.to_ack.append(delivery)
+
     def complete(self, completions: Sequence[Completion]) -> None:
         if not completions:
             return
-        self.processed += len(completions)
-        late = self.late
+        late, unstarted = self.late, self.unstarted
         metas: list[dict[str, Any]] = []
         for completion in completions:
+            seq = completion.seq
+            self.processed += completion.ran
             requeued = False
-            delivery = late.pop(completion.seq, None)
+            delivery = late.pop(seq, None)
             if delivery is not None:
                 requeued = self.settle_late(completion, delivery)
+            else:
+                delivery = unstarted.pop(seq, None)
+                if delivery is not None:  # an early ack not sent yet: it ran, or never will
+                    requeued = not completion.ran
+                    (self.to_requeue if requeued else self.to_ack).append(delivery)
             if completion.meta is not None and not requeued:
                 metas.append(completion.meta)
         if metas:
@@ -299,7 +322,9 @@ class Consumer:
         """Queue the late ack or reject of a finished job; whether it goes back to the queue."""
         name = delivery.envelope.headers["task"]
         flags = self.flags[name]
-        if completion.state == states.REJECTED:
+        if not completion.ran:
+            requeue = True
+        elif completion.state == states.REJECTED:
             requeue = completion.requeue
             if not requeue:
                 self.to_drop.append(delivery)
@@ -342,7 +367,7 @@ class Consumer:
     def stats(self) -> dict[str, Any]:
         return {
             "processed": self.processed,
-            "reserved": len(self.ready),
+            "reserved": len(self.ready) + len(self.unstarted),
             "scheduled": len(self.eta_heap),
             "active": self.pool.active(),
             "prefetch_count": self.prefetch_count,

@@ -30,6 +30,8 @@ class Completion(NamedTuple):
     requeue: bool = False
     #: The executing process died (or was killed) while running the job.
     worker_lost: bool = False
+    #: False for a job given back unstarted (warm shutdown): its message goes back to the queue.
+    ran: bool = True
     #: A result the executing process could not store (it died): the consumer stores it,
     #: unless the message is requeued (``reject_on_worker_lost``) and the task will run again.
     meta: dict[str, Any] | None = None

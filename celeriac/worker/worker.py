@@ -11,6 +11,7 @@ messages, let running tasks finish, settle their acks); a second one is a cold s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -248,6 +249,11 @@ class Worker:
                 consumer.complete(pool.stop(graceful=True) if pool else [])
                 consumer.flush()
             elif pool is not None:
+                if consumer is not None:
+                    # Started tasks keep their early acks: they must not run again.
+                    with contextlib.suppress(Exception):
+                        consumer.ack_started()
+                        consumer.flush()
                 pool.stop(graceful=False)
         finally:
             if transport is not None:

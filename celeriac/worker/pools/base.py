@@ -25,6 +25,9 @@ class Pool(Protocol):
     """Runs jobs. Used from the consumer's thread only."""
 
     concurrency: int
+    #: Every submitted job starts at once (so an early ack may go out before ``submit``);
+    #: False when jobs wait in the pool, and early acks wait for ``started``.
+    starts_on_submit: bool
 
     def start(self) -> None:
         """Start the processes or threads."""
@@ -40,6 +43,10 @@ class Pool(Protocol):
         """Completions that arrived, waiting up to ``timeout`` for the first one."""
         ...
 
+    def started(self) -> list[int]:
+        """Sequence numbers of submitted jobs that have begun running (may repeat)."""
+        ...
+
     def active(self) -> int:
         """Jobs submitted and not completed."""
         ...
@@ -49,7 +56,8 @@ class Pool(Protocol):
         ...
 
     def stop(self, graceful: bool) -> list[Completion]:
-        """Stop; graceful lets running jobs finish. Returns completions collected meanwhile."""
+        """Stop; graceful lets running jobs finish and starts no others. Returns the
+        completions collected meanwhile, and ``ran=False`` ones for jobs never started."""
         ...
 
     def info(self) -> dict[str, object]:

@@ -7,6 +7,11 @@ sequence number of the job it is running into shared memory, so when it dies (or
 for its hard time limit) the parent knows which job was running (it fails with
 ``WorkerLostError`` or ``TimeLimitExceeded``), which were done, and which never started
 (they are sent to another child). The dead child is replaced.
+
+The same numbers tell the consumer which jobs have started (``started``), so an early ack
+goes out when a task starts, not while it waits in a child's queue. A warm stop raises a
+shared flag: each child finishes the job it is running and starts no other, and the jobs
+still queued are handed back unstarted, for their messages to return to the broker.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int) -> None
     signals.worker_process_init.send(sender=None)
     executor = Executor(context.app, context.hostname, context.accept, result_delay=RESULT_DELAY)
     base = index * 3
+    stop_slot = len(slots) - 1
     done = 0
     limit = context.max_tasks_per_child
     try:
@@ -61,6 +67,8 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int) -> None
                 break
             completions = []
             for job in jobs:
+                if slots[stop_slot]:
+                    break  # warm stop: the rest go back to the broker unstarted
                 slots[base] = job.seq
                 slots[base + 1] = time.time()
                 completions.append(executor.run(job))
@@ -68,8 +76,8 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int) -> None
                 slots[base] = _IDLE
             executor.sink.flush()
             conn.send(completions)
-            done += len(jobs)
-            if limit and done >= limit:
+            done += len(completions)
+            if (limit and done >= limit) or slots[stop_slot]:
                 break
     finally:
         signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
@@ -90,9 +98,10 @@ class PreforkPool:
         self.context = context
         self.concurrency = context.concurrency
         self.children: list[_Child] = []
-        # per child: running seq, start time, last completed seq
-        self.slots: Any = RawArray("d", [_IDLE] * (3 * self.concurrency))
+        # per child: running seq, start time, last completed seq; then the warm stop flag
+        self.slots: Any = RawArray("d", [_IDLE] * (3 * self.concurrency) + [0.0])
         self.orphans: list[Job] = []
+        self.stopping = False
 
     # -- processes
     def start(self) -> None:
@@ -115,8 +124,31 @@ class PreforkPool:
         return _Child(index, process, parent_conn)
 
     # -- jobs
+    starts_on_submit = False
+
     def free_slots(self) -> int:
         return sum(max(2 * BATCH - len(child.queued), 0) for child in self.children)
+
+    def started(self) -> list[int]:
+        return [seq for child in self.children for seq in self._started_in(child)]
+
+    def _started_in(self, child: _Child) -> list[int]:
+        """The child's queued jobs that have begun (done or running), in the order it runs
+        them: every one up to the job it runs now, or else up to the last one it finished."""
+        if not child.queued:
+            return []
+        base = child.index * 3
+        reached = int(self.slots[base])
+        if reached < 0:
+            reached = int(self.slots[base + 2])
+        if reached not in child.queued:
+            return []  # what it last ran is reported already: the queued ones wait
+        begun = []
+        for seq in child.queued:
+            begun.append(seq)
+            if seq == reached:
+                break
+        return begun
 
     def active(self) -> int:
         return sum(len(child.queued) for child in self.children) + len(self.orphans)
@@ -190,7 +222,7 @@ class PreforkPool:
                     )
                     child.process.kill()
                     child.process.join()
-            if not child.process.is_alive():
+            if not child.process.is_alive() and not self.stopping:
                 done.extend(self._receive(child))
                 done.extend(self._reap(child, now))
                 self.children[position] = self._spawn(child.index)
@@ -201,18 +233,21 @@ class PreforkPool:
     def _reap(self, child: _Child, now: float) -> list[Completion]:
         base = child.index * 3
         running = int(self.slots[base])
-        last_done = int(self.slots[base + 2])
+        begun = set(self._started_in(child))
         exitcode = child.process.exitcode
         child.conn.close()
         done: list[Completion] = []
-        for seq, job in sorted(child.queued.items()):
-            if seq == running or seq <= last_done:
+        for seq, job in child.queued.items():
+            if seq in begun:
                 done.append(
                     self._fail_lost(job, exitcode, seq == running, now - self.slots[base + 1])
                 )
+            elif self.stopping:
+                done.append(Completion(seq, states.PENDING, ran=False))
             else:
                 self.orphans.append(job)  # never started: run it elsewhere
-        if exitcode not in (0, None) or done:
+        child.queued.clear()
+        if exitcode not in (0, None) or any(completion.ran for completion in done):
             logger.error(
                 "Process %s (pid %s) exited with code %s",
                 child.process.name,
@@ -241,19 +276,33 @@ class PreforkPool:
         return Completion(job.seq, states.FAILURE, worker_lost=True, meta=meta)
 
     def stop(self, graceful: bool) -> list[Completion]:
-        done: list[Completion] = []
+        """Warm: running jobs finish, queued ones come back unstarted. Cold: kill at once."""
+        self.stopping = True
         if graceful:
-            deadline = time.monotonic() + 3600
-            while any(child.queued for child in self.children) and time.monotonic() < deadline:
-                done.extend(self.wait(0.5))
+            self.slots[len(self.slots) - 1] = 1.0
         for child in self.children:
             with contextlib.suppress(OSError):
-                child.conn.send(None)
+                child.conn.send(None)  # wakes a child waiting for work
+        done: list[Completion] = []
+        alive = self.children
+        while graceful and alive:
+            ready = multiprocessing.connection.wait(
+                [child.conn for child in alive] + [child.process.sentinel for child in alive]
+            )
+            for child in alive:
+                if child.conn in ready:
+                    done.extend(self._receive(child))
+            alive = [child for child in alive if child.process.sentinel not in ready]
+        now = time.time()
         for child in self.children:
-            child.process.join(timeout=3 if graceful else 0.1)
+            child.process.join(timeout=0 if graceful else 0.1)
             if child.process.is_alive():
                 child.process.kill()
                 child.process.join()
+            done.extend(self._receive(child))
+            done.extend(self._reap(child, now))
+        done.extend(Completion(job.seq, states.PENDING, ran=False) for job in self.orphans)
+        self.orphans = []
         return done
 
     def info(self) -> dict[str, object]:

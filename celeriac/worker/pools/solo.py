@@ -11,6 +11,7 @@ from celeriac.worker.pools.base import PoolContext
 
 class SoloPool:
     concurrency = 1
+    starts_on_submit = True
 
     def __init__(self, context: PoolContext) -> None:
         self.context = context
@@ -22,7 +23,9 @@ class SoloPool:
         self.executor = Executor(context.app, context.hostname, context.accept)
 
     def free_slots(self) -> int:
-        return 8  # run small batches between fetches: results are stored per batch
+        # One job per call: its message is acked (early) right before it runs, and the
+        # consumer sees a shutdown request between two jobs.
+        return 1
 
     def submit(self, jobs: Sequence[Job]) -> None:
         assert self.executor is not None
@@ -31,6 +34,9 @@ class SoloPool:
     def wait(self, timeout: float) -> list[Completion]:
         done, self.done = self.done, []
         return done
+
+    def started(self) -> list[int]:
+        return []  # a job runs and completes within submit()
 
     def active(self) -> int:
         return len(self.done)

@@ -14,6 +14,9 @@ _STOP = None
 
 
 class ThreadPool:
+    #: At most ``concurrency`` jobs are in flight, so a submitted job has a thread waiting.
+    starts_on_submit = True
+
     def __init__(self, context: PoolContext) -> None:
         self.context = context
         self.concurrency = context.concurrency
@@ -65,6 +68,9 @@ class ThreadPool:
                     break
         self.in_flight -= len(done)
         return done
+
+    def started(self) -> list[int]:
+        return []  # every submitted job has started
 
     def active(self) -> int:
         return self.in_flight
