@@ -245,8 +245,9 @@ class RPCBackend:
                 self._drain(slice_)
 
     def forget(self, task_ids: Sequence[str]) -> None:
-        """Drop the metas this client holds (the broker holds nothing once they are read)."""
+        """Drop the metas this client holds, taking the replies that arrived off the broker."""
         with self._changed:
+            self._drain(0.0)
             for task_id in task_ids:
                 self._unread.pop(task_id, None)
                 self._read.pop(task_id, None)

@@ -14,6 +14,10 @@ adding such a module, nothing else. A module provides:
 ``cleanup(tmp_path, request) -> None`` (optional)
     Called once after the test, when every instance is closed.
 
+Tests state what they need with ``@pytest.mark.requires_capability("groups", ...)``
+(attribute names of :class:`celeriac.backends.base.BackendCapabilities`); backends without
+it are skipped for that test.
+
 Backend-specific checks (URLs, the disabled backend, SQLite housekeeping) are at the end.
 """
 
@@ -101,6 +105,16 @@ def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     module: Any = request.param
     factory = BackendFactory(module, tmp_path, request)
     try:
+        required = [
+            name
+            for marker in request.node.iter_markers("requires_capability")
+            for name in marker.args
+        ]
+        if required:
+            capabilities = factory().capabilities
+            missing = [name for name in required if not getattr(capabilities, name)]
+            if missing:
+                pytest.skip(f"{factory.name} lacks {', '.join(missing)}")
         yield factory
     finally:
         try:
@@ -396,8 +410,11 @@ def poll_until(check: Callable[[], bool], within: float) -> bool:
     return True
 
 
+@pytest.mark.requires_capability("groups")
 def test_results_expire(backend_factory: BackendFactory) -> None:
     short = backend_factory(BackendOptions(expires=0.2))
+    if short.capabilities.needs_reply_to:
+        pytest.skip("replies expire on the broker; a read one stays with its reader")
     task_id, group_id = new_id(), new_id()
     short.store([success(task_id, 1)])
     short.save_group(group_id, [[group_id, None], [[[task_id, None], None]]])
@@ -414,6 +431,7 @@ def test_results_expire(backend_factory: BackendFactory) -> None:
 # -- groups -------------------------------------------------------------------------------
 
 
+@pytest.mark.requires_capability("groups")
 def test_groups_save_read_and_forget(backend: ResultBackend) -> None:
     group_id = new_id()
     members = [new_id(), new_id()]
@@ -432,6 +450,7 @@ def member_meta(group_id: str, index: int) -> dict[str, Any]:
     return success(f"{group_id}-{index}", index * 10, group_id=group_id, group_index=index)
 
 
+@pytest.mark.requires_capability("chords")
 def test_chord_completes_once_with_metas_in_order(backend: ResultBackend) -> None:
     group_id = new_id()
     calls = [
@@ -447,6 +466,7 @@ def test_chord_completes_once_with_metas_in_order(backend: ResultBackend) -> Non
     assert backend.chord_part_return(group_id, 3, 1, member_meta(group_id, 1)) is None
 
 
+@pytest.mark.requires_capability("chords")
 def test_chord_duplicates_count_once(backend: ResultBackend) -> None:
     group_id = new_id()
     for _ in range(3):
@@ -455,6 +475,7 @@ def test_chord_duplicates_count_once(backend: ResultBackend) -> None:
     assert joined is not None and len(joined) == 2
 
 
+@pytest.mark.requires_capability("chords")
 def test_chord_keeps_failures_in_their_place(backend: ResultBackend) -> None:
     group_id = new_id()
     backend.chord_part_return(group_id, 2, 1, failure(f"{group_id}-1", ValueError("x")))
@@ -463,6 +484,7 @@ def test_chord_keeps_failures_in_their_place(backend: ResultBackend) -> None:
     assert [meta["status"] for meta in joined] == [states.SUCCESS, states.FAILURE]
 
 
+@pytest.mark.requires_capability("chords")
 def test_chords_are_independent(backend: ResultBackend) -> None:
     first, second = new_id(), new_id()
     assert backend.chord_part_return(first, 2, 0, member_meta(first, 0)) is None
@@ -470,6 +492,7 @@ def test_chords_are_independent(backend: ResultBackend) -> None:
     assert backend.chord_part_return(first, 2, 1, member_meta(first, 1)) is not None
 
 
+@pytest.mark.requires_capability("chords")
 def test_chord_completes_exactly_once_among_threads(backend_factory: BackendFactory) -> None:
     group_id, size, callers = new_id(), 12, 6
     backends = [backend_factory() for _ in range(callers)]
@@ -572,6 +595,8 @@ def spawn_child(backend: ResultBackend) -> Iterator[Callable[..., ChildProcess]]
     """Starts child processes on ``backend``'s store; kills any left when the test ends."""
     if not backend.capabilities.cross_process:
         pytest.skip("results of this backend stay in one process")
+    if backend.capabilities.needs_reply_to:
+        pytest.skip("a child opened by URL alone is not the client that replies go to")
     children: list[ChildProcess] = []
 
     def spawn(**job: Any) -> ChildProcess:
@@ -596,6 +621,7 @@ def test_wait_returns_when_another_process_stores(
     assert meta["result"] == "from a child"
 
 
+@pytest.mark.requires_capability("chords")
 def test_chord_completes_exactly_once_among_processes(
     spawn_child: Callable[..., ChildProcess],
 ) -> None:
