@@ -261,8 +261,12 @@ class Task(Generic[P, R]):
 
     subtask = signature
 
-    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
-        """A signature with partial arguments: ``add.s(2)`` then ``(add.s(2) | mul.s(3))``."""
+    def s(self, *args: Any, **kwargs: Any) -> Signature[R]:
+        """A signature with partial arguments: ``add.s(2)`` then ``(add.s(2) | mul.s(3))``.
+
+        Typed loosely on purpose: the missing arguments come later (from a parent's result
+        or at apply time), so only the return type is known here. ``si`` is checked fully.
+        """
         return Signature(self, args, kwargs, app=self.app)
 
     def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature[R]:
