@@ -6,12 +6,18 @@ Runs against the local broker in a virtual host of its own (created for the sess
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import decimal
 import logging
+import ssl
+import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pika
 import pytest
@@ -182,7 +188,7 @@ def test_semicolon_separated_urls_are_failover_brokers() -> None:
 
 @pytest.mark.celery
 def test_message_sent_by_celery_is_fetched_and_decoded(make: Factory, url: str, queue: str) -> None:
-    import celery
+    import celery  # type: ignore[import-untyped]
 
     app = celery.Celery("peer", broker=url, set_as_current=False)
     try:
@@ -223,7 +229,7 @@ def test_envelope_published_by_celeriac_is_read_by_kombu(
     envelope.routing_key = queue
     make().publish([envelope])
 
-    with kombu.Connection(url) as connection:
+    with kombu.Connection(url) as connection:  # type: ignore[attr-defined,no-untyped-call]
         simple = connection.SimpleQueue(queue)
         message = simple.get(timeout=10)
         message.ack()
@@ -483,3 +489,94 @@ def test_prefetch_window_grows_when_held_messages_are_not_acked(make: Factory, q
 
     assert numbers(first) + numbers(second) == [0, 1, 2, 3, 4]
     assert transport.size(queue) == 5
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+class TLSTerminator:
+    """Accepts TLS on a local port and forwards the plain bytes to the broker's AMQP port,
+    standing in for a RabbitMQ TLS listener (the local broker has none)."""
+
+    def __init__(self, certfile: Path, keyfile: Path) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(certfile, keyfile)
+        self.handshakes = 0
+        self.loop = asyncio.new_event_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.server = self.loop.run_until_complete(
+            asyncio.start_server(self._forward, "127.0.0.1", 0, ssl=self.context)
+        )
+        self.port: int = self.server.sockets[0].getsockname()[1]
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.handshakes += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
+        try:
+            await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+        finally:
+            for stream in (writer, up_writer):
+                stream.close()
+            self._tasks.discard(task)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    with contextlib.suppress(OSError, RuntimeError):
+        writer.write_eof() if writer.can_write_eof() else writer.close()
+
+
+@pytest.fixture
+def tls_terminator(tmp_path: Path) -> Iterator[tuple[TLSTerminator, Path]]:
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1",
+         "-keyout", str(keyfile), "-out", str(certfile), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    terminator = TLSTerminator(certfile, keyfile)
+    yield terminator, certfile
+    terminator.close()
+
+
+def test_amqps_connects_over_tls_and_verifies_the_certificate(
+    tls_terminator: tuple[TLSTerminator, Path], vhost: str, queue: str
+) -> None:
+    terminator, certfile = tls_terminator
+    url = f"amqps://guest:guest@localhost:{terminator.port}/{vhost}"
+    trusted = AMQPTransport(
+        url, TransportOptions(transport_options={"ssl": {"ca_certs": certfile}})
+    )
+    untrusted = AMQPTransport(url, TransportOptions(connection_max_retries=0))
+    try:
+        trusted.publish(numbered(queue, 2))
+        assert numbers(fetch_all(trusted, queue, 2)) == [0, 1]
+        with pytest.raises(OperationalError, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusted.size(queue)
+    finally:
+        trusted.close()
+        untrusted.close()
+    assert terminator.handshakes >= 1

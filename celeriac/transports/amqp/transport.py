@@ -231,12 +231,14 @@ class AMQPTransport:
             self._admin_channel = conn.open_channel()
             self._conn = conn
             self._restore(conn)
-        except ChannelError as exc:
+        except (ChannelError, OperationalError) as exc:
             conn.close()
             self._conn = None
+            self._forget_connection_state()
             raise OperationalError(f"setting up {broker.describe()} failed: {exc}") from exc
         except ConnectionLost:
             self._conn = None
+            self._forget_connection_state()
             raise
         if self._epoch:
             logger.info("reconnected to %s", broker.describe())
