@@ -16,14 +16,10 @@ with the raw numbers (JSON) and the profiles, under ``--out``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import importlib.metadata
 import json
 import os
-import platform
-import sqlite3
+import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import scenarios
-from targets import REPO_DIR, TargetFactory, importable, scheme
+from report import machine_info, markdown, save_profiles
+from targets import TargetFactory, importable, scheme
 
 SYSTEMS = ("celeriac", "celery")
 SCENARIOS = ("enqueue", "drain", "latency", "startup", "profile")
@@ -62,11 +59,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="sqla",
         help="Celery's embedded transport when --broker is not given",
     )
+    parser.add_argument(
+        "--worker-args",
+        default="",
+        help="extra worker options for both libraries, e.g. '--prefetch-multiplier 16'",
+    )
     parser.add_argument("--tasks", type=int, default=20000, help="tasks per celeriac run")
     parser.add_argument(
         "--celery-tasks",
         type=int,
-        default=1000,
+        default=500,
         help="tasks per Celery run (Celery's embedded transports are slow)",
     )
     parser.add_argument("--batch", type=int, default=500, help="delay_many batch size")
@@ -119,7 +121,9 @@ def available_systems(options: argparse.Namespace) -> list[str]:
 class Bench:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
-        self.factory = TargetFactory(options.broker, options.backend, options.celery_embedded, None)
+        self.factory = TargetFactory(
+            options.broker, options.backend, options.celery_embedded, options.worker_args.split()
+        )
         self.results: dict[str, Any] = {
             "machine": machine_info(),
             "options": {key: str(value) for key, value in vars(options).items()},
@@ -278,179 +282,20 @@ def fmt(value: Any) -> str:
     return str(value)[:200]
 
 
-# -- report ----------------------------------------------------------------------------------
-def machine_info() -> dict[str, str]:
-    def version(package: str) -> str:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = subprocess.run(
-        ["git", "-C", str(REPO_DIR), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": f"{cpu}, {os.cpu_count()} cores",
-        "memory": _memory(),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "celeriac": f"{version('celeriac')} (git {commit or '?'})",
-        "celery": version("celery"),
-        "kombu": version("kombu"),
-        "billiard": version("billiard"),
-        "SQLAlchemy": version("SQLAlchemy"),
-        "redis-py": version("redis"),
-    }
-
-
-def _memory() -> str:
-    try:
-        first = Path("/proc/meminfo").read_text().splitlines()[0]
-        return f"{int(first.split()[1]) / 2**20:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        return "?"
-
-
-def markdown(results: dict[str, Any], factory: TargetFactory, systems: list[str]) -> str:
-    runs = results["runs"]
-    lines = ["| | |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in results["machine"].items()]
-    lines += ["", "Brokers:", ""]
-    lines += [f"- **{system}**: {factory.describe(system)}" for system in systems]
-
-    def pick(scenario: str) -> list[dict[str, Any]]:
-        return [run for run in runs if run["scenario"] == scenario]
-
-    def failed(run: dict[str, Any]) -> str | None:
-        value = run["value"]
-        if isinstance(value, dict) and "error" in value:
-            return f"failed: {value['error'].splitlines()[-1] if value['error'] else '?'}"
-        if isinstance(value, dict) and "unsupported" in value:
-            return str(value["unsupported"])
-        return None
-
-    lines += [
-        "",
-        "### Enqueue (client, one process)",
-        "",
-        "| system | API | tasks | tasks/s | client CPU µs/task |",
-        "|---|---|--:|--:|--:|",
-    ]
-    for run in pick("enqueue"):
-        value, problem = run["value"], failed(run)
-        if problem:
-            lines.append(f"| {run['system']} | {run['method']} | | {problem} | |")
-            continue
-        lines.append(
-            f"| {run['system']} | {run['method']} | {value['count']:,} | "
-            f"{value['rate']:,.0f} | {value['cpu_us_per_task']:,.0f} |"
-        )
-
-    lines += [
-        "",
-        "### Drain (queue filled first, then the worker started)",
-        "",
-        "| system | pool | results | tasks | tasks/s | seconds | worker main CPU µs/task "
-        "| pool children CPU µs/task | check |",
-        "|---|---|---|--:|--:|--:|--:|--:|---|",
-    ]
-    for run in pick("drain"):
-        value, problem = run["value"], failed(run)
-        results_on = "on" if run["results"] else "off"
-        if problem:
-            lines.append(
-                f"| {run['system']} | {run['pool']} | {results_on} | | {problem} | | | | |"
-            )
-            continue
-        if value.get("partial"):
-            lines.append(
-                f"| {run['system']} | {run['pool']} | {results_on} | "
-                f"{value['done']:,} of {value['count']:,} | {value['rate']:,.0f} | "
-                f"{value['seconds']:.1f} (time limit) | | | partial |"
-            )
-            continue
-        children = f"{value['children_cpu_us']:,.0f}" if run["pool"] != "solo" else "n/a"
-        lines.append(
-            f"| {run['system']} | {run['pool']} | {results_on} | {value['count']:,} | "
-            f"{value['rate']:,.0f} | {value['seconds']:.2f} | "
-            f"{value['parent_cpu_us']:,.0f} | {children} | {value['verified']} |"
-        )
-
-    lines += [
-        "",
-        "### Round-trip latency of `delay().get()` (sequential, after warm-up)",
-        "",
-        "| system | worker pool | calls | p50 ms | p90 ms | p99 ms | max ms |",
-        "|---|---|--:|--:|--:|--:|--:|",
-    ]
-    for run in pick("latency"):
-        value, problem = run["value"], failed(run)
-        if problem:
-            lines.append(f"| {run['system']} | {run['pool']} | | {problem} | | | |")
-            continue
-        lines.append(
-            f"| {run['system']} | {run['pool']} | {value['calls']} | "
-            f"{value['p50_ms']:.2f} | {value['p90_ms']:.2f} | {value['p99_ms']:.2f} | "
-            f"{value['max_ms']:.2f} |"
-        )
-
-    lines += [
-        "",
-        "### Worker start-up: spawn → first (already queued) task done",
-        "",
-        "| system | pool | runs | median s | min s | max s |",
-        "|---|---|--:|--:|--:|--:|",
-    ]
-    for run in pick("startup"):
-        value = run["value"]
-        if "error" in value:
-            lines.append(f"| {run['system']} | {run['pool']} | | {value['error']} | | |")
-            continue
-        lines.append(
-            f"| {run['system']} | {run['pool']} | {value['runs']} | "
-            f"{value['median']:.3f} | {value['min']:.3f} | {value['max']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def save_profiles(results: dict[str, Any], out: Path) -> list[Path]:
-    written = []
-    for index, run in enumerate(results["runs"]):
-        value = run["value"]
-        if run["scenario"] == "profile" and isinstance(value, dict) and "profile" in value:
-            path = out / f"profile-{index}-{run['part'].split(':')[0].replace(' ', '')}.txt"
-            header = f"# {run['system']}: {run['part']}\n"
-            if "rate_under_profiler" in value:
-                header += (
-                    f"# {value['count']} tasks, {value['rate_under_profiler']:,.0f} "
-                    "tasks/s under the profiler\n"
-                )
-            path.write_text(header + value["profile"])
-            written.append(path)
-    return written
-
-
 def main(argv: list[str] | None = None) -> None:
     options = parse_args(argv)
     out = options.out or Path(tempfile.mkdtemp(prefix="celeriac-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     systems = available_systems(options)
     bench = Bench(options)
+    bench.results["command"] = shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]])
     started = time.monotonic()
+    load_before = os.getloadavg()
     bench.all(systems)
     bench.results["total_seconds"] = time.monotonic() - started
+    bench.results["machine"]["load average (1 min) before / after"] = " / ".join(
+        f"{load[0]:.2f}" for load in (load_before, os.getloadavg())
+    )
     (out / "results.json").write_text(json.dumps(bench.results, indent=2))
     report = markdown(bench.results, bench.factory, systems)
     (out / "results.md").write_text(report)

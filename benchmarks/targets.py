@@ -33,6 +33,8 @@ class Target:
     broker_options: dict[str, object] = field(default_factory=dict)
     #: The SQLite file holding results, when the backend is one (to count stored results).
     results_db: Path | None = None
+    #: Extra ``worker`` command-line arguments (``--worker-args``), e.g. a prefetch multiplier.
+    worker_args: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -44,7 +46,6 @@ class Target:
             PYTHONPATH=os.pathsep.join(
                 [str(BENCH_DIR), str(REPO_DIR), env.get("PYTHONPATH", "")]
             ).rstrip(os.pathsep),
-            PYTHONDONTWRITEBYTECODE="1",
         )
         return env
 
@@ -84,6 +85,7 @@ class Target:
                 "-l",
                 "WARNING",
                 "-q",
+                *self.worker_args,
             ]
         return [
             sys.executable,
@@ -98,6 +100,7 @@ class Target:
             str(concurrency),
             "-l",
             "WARNING",
+            *self.worker_args,
         ]
 
     def cleanup(self) -> None:
@@ -108,12 +111,16 @@ class TargetFactory:
     """Makes a fresh :class:`Target` for every scenario."""
 
     def __init__(
-        self, broker: str | None, backend: str | None, celery_embedded: str, scratch: Path | None
+        self,
+        broker: str | None,
+        backend: str | None,
+        celery_embedded: str,
+        worker_args: list[str] | None = None,
     ) -> None:
         self.broker = broker
         self.backend = backend
         self.celery_embedded = celery_embedded
-        self.scratch = scratch
+        self.worker_args = worker_args or []
 
     @property
     def broker_label(self) -> str:
@@ -138,11 +145,16 @@ class TargetFactory:
         The result backend is always configured; "results off" scenarios use tasks with
         ``ignore_result=True``, as a user would.
         """
-        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{system}-", dir=self.scratch))
+        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{system}-"))
         results_db = workdir / "results.db"
         backend = self.backend or f"db+sqlite:///{results_db}"
         target = Target(
-            system, "", backend, workdir, results_db=None if self.backend else results_db
+            system,
+            "",
+            backend,
+            workdir,
+            results_db=None if self.backend else results_db,
+            worker_args=list(self.worker_args),
         )
         if self.broker:
             target.broker = self.broker
