@@ -32,6 +32,9 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 CLIENT_FRAME_MAX = 131072
 RECV_SIZE = 262144
 
+#: CONNECTION_FORCED, INTERNAL_ERROR
+RETRYABLE_CLOSE_CODES = frozenset({320, 541})
+
 _DELIVER = (codec.BASIC_CLASS << 16) | 60
 _ACK = (codec.BASIC_CLASS << 16) | 80
 _NACK = (codec.BASIC_CLASS << 16) | 120
@@ -378,6 +381,10 @@ class AMQPConnection:
             raise ConnectionLost(
                 f"connection closed by the broker: {method.reply_code} {method.reply_text}",
                 reply_code=method.reply_code,
+                # Forced closes (restart, management action) and internal errors pass;
+                # the other codes say that this client did something wrong, so retrying
+                # would only do it again.
+                retryable=method.reply_code in RETRYABLE_CLOSE_CODES,
             )
         if isinstance(method, spec.Connection.Blocked):
             self.blocked = True

@@ -179,20 +179,27 @@ class AMQPTransport:
 
     def _run(self, operation: Callable[[AMQPConnection], T]) -> T:
         """Run ``operation`` on an open connection, reconnecting when it is lost."""
+        losses = 0
         while True:
             conn = self._connection()
             try:
                 return operation(conn)
             except ConnectionLost as exc:
-                self._lost(exc)
-                if not exc.retryable or not self.options.connection_retry:
+                self._lost()
+                losses += 1
+                if (
+                    not exc.retryable
+                    or not self.options.connection_retry
+                    or (self._max_retries is not None and losses > self._max_retries)
+                ):
                     raise OperationalError(f"broker connection lost: {exc}") from exc
+                logger.warning("lost the broker connection (%s); reconnecting", exc)
 
     def _connection(self) -> AMQPConnection:
         if self._conn is not None:
             if self._conn.is_open:
                 return self._conn
-            self._lost(ConnectionLost("connection was aborted"))
+            self._lost()
         if os.getpid() != self._pid:
             raise OperationalError("AMQPTransport used after fork: create one per process")
         attempt = 0
@@ -264,8 +271,7 @@ class AMQPTransport:
             logger.warning("republishing %d unconfirmed message(s)", len(pending))
             self._send_envelopes(conn, pending)
 
-    def _lost(self, exc: ConnectionLost) -> None:
-        logger.warning("lost the broker connection (%s); reconnecting", exc)
+    def _lost(self) -> None:
         if self._conn is not None:
             self._conn.close()
         self._conn = None
@@ -586,7 +592,9 @@ class AMQPTransport:
         try:
             conn.send(frames)
         except ConnectionLost as exc:
-            self._lost(exc)
+            # Not an error of the caller's: the broker requeues what was not settled.
+            logger.warning("lost the broker connection (%s); reconnecting on next use", exc)
+            self._lost()
 
     def _covers_every_tag_up_to(self, highest: int, count: int) -> bool:
         """Would a ``multiple`` frame up to ``highest`` settle exactly ``count`` tags?"""
