@@ -631,3 +631,50 @@ def test_signature_shortcuts(app: Celery) -> None:
     assert add.si(1, 2).immutable is True
     assert add.signature((1, 2), {}, countdown=3).options["countdown"] == 3
     assert add.s(1, 2).apply().get() == 3
+
+
+def test_delay_many_with_options_inside_a_task_keeps_parent_ids(app: Celery) -> None:
+    @app.task
+    def leaf(n: int) -> int:
+        return n
+
+    @app.task
+    def fan_out() -> list[str]:
+        return [result.id for result in leaf.delay_many([(1,), (2,)], priority=5)]
+
+    ids = fan_out.apply(task_id="fan-out-id").get()
+    messages = published(app)
+    assert [message.headers["id"] for message in messages] == ids
+    assert {message.headers["parent_id"] for message in messages} == {"fan-out-id"}
+    assert {message.properties["priority"] for message in messages} == {5}
+
+
+def test_publishing_goes_to_the_write_url() -> None:
+    app = Celery(
+        "write_url",
+        broker=f"memory://read-side-{next(_names)}",
+        broker_write_url=f"memory://write-side-{next(_names)}",
+        set_as_current=False,
+    )
+    app.send_task("t", ())
+    reader = app.create_transport(app.conf.broker_write_url)
+    assert len(reader.fetch(["celery"], 10, 0.05)) == 1
+    reader.close()
+    assert app.connection_for_read().fetch(["celery"], 10, 0.05) == []
+
+
+def test_publish_retry_policy_and_retry_false() -> None:
+    pytest.importorskip("redis")
+    from celeriac.exceptions import OperationalError
+
+    # Nothing listens on port 1: every attempt is refused at once.
+    app = Celery("unreachable", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    with pytest.raises(OperationalError, match="gave up after 0 retries"):
+        app.send_task("t", (), retry=False)
+    policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0}
+    with pytest.raises(OperationalError, match="gave up after 2 retries"):
+        app.send_task("t", (), retry_policy=policy)
+    app.conf.task_publish_retry = False
+    app.close()
+    with pytest.raises(OperationalError, match="gave up after 0 retries"):
+        app.send_many("t", [((), {})])

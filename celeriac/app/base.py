@@ -289,19 +289,40 @@ class Celery:
     def broker_url(self) -> str:
         return str(self.conf.broker_url or self.conf.broker_write_url or EMBEDDED_BROKER_URL)
 
-    def create_transport(self, url: str | None = None) -> Transport:
+    def create_transport(
+        self, url: str | None = None, *, connection_retry: bool | None = None
+    ) -> Transport:
+        """A new broker connection (``broker_url`` unless ``url`` is given).
+
+        ``connection_retry=False`` makes every failure surface at once, for callers that
+        retry by their own policy (publishing follows ``task_publish_retry_policy``).
+        """
         conf = self.conf
         options = TransportOptions(
             transport_options=conf.broker_transport_options or {},
             connection_timeout=float(conf.broker_connection_timeout or 4.0),
-            connection_retry=bool(conf.broker_connection_retry),
+            connection_retry=bool(
+                conf.broker_connection_retry if connection_retry is None else connection_retry
+            ),
             connection_max_retries=conf.broker_connection_max_retries,
             heartbeat=float(conf.broker_heartbeat or 0),
             pool_limit=int(conf.broker_pool_limit or 10),
         )
         return create_transport(url or self.broker_url, options)
 
-    connection_for_write = create_transport
+    def connection_for_write(
+        self, url: str | None = None, *, connection_retry: bool | None = None
+    ) -> Transport:
+        """A connection for publishing: ``broker_write_url`` when set."""
+        url = url or self.conf.broker_write_url
+        return self.create_transport(url, connection_retry=connection_retry)
+
+    def connection_for_read(
+        self, url: str | None = None, *, connection_retry: bool | None = None
+    ) -> Transport:
+        """A connection for consuming: ``broker_read_url`` when set."""
+        url = url or self.conf.broker_read_url
+        return self.create_transport(url, connection_retry=connection_retry)
 
     @property
     def publisher(self) -> Publisher:
@@ -358,8 +379,9 @@ class Celery:
         from celeriac.result import AsyncResult
 
         publisher = self.publisher
+        retry, retry_policy = options.pop("retry", None), options.pop("retry_policy", None)
         task_id, envelope, route = publisher.build(name, args, kwargs, **options)
-        publisher.publish([envelope], [route.queue])
+        publisher.publish([envelope], [route.queue], retry, retry_policy)
         return AsyncResult(task_id, app=self, task_name=name)
 
     def send_many(
@@ -372,9 +394,10 @@ class Celery:
         from celeriac.result import AsyncResult
 
         publisher = self.publisher
-        built = [publisher.build(name, args, kwargs, **options) for args, kwargs in calls]
+        retry, retry_policy = options.pop("retry", None), options.pop("retry_policy", None)
+        built = publisher.build_many(name, calls, **options)
         queues = list({route.queue.name: route.queue for _, _, route in built}.values())
-        publisher.publish([envelope for _, envelope, _ in built], queues)
+        publisher.publish([envelope for _, envelope, _ in built], queues, retry, retry_policy)
         return [AsyncResult(task_id, app=self, task_name=name) for task_id, _, _ in built]
 
     def signature(self, *args: Any, **kwargs: Any) -> Signature[Any]:

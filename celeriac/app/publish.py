@@ -115,7 +115,9 @@ class Publisher:
         local = self._local
         transport: Transport | None = getattr(local, "transport", None)
         if transport is None or local.pid != os.getpid():
-            transport = self.app.create_transport()
+            # Publishing retries by task_publish_retry_policy, so the transport must not
+            # retry on its own (by the broker_connection_* settings meant for workers).
+            transport = self.app.connection_for_write(connection_retry=False)
             local.transport, local.pid, local.declared = transport, os.getpid(), set()
         return transport
 
@@ -150,6 +152,33 @@ class Publisher:
         envelope.exchange = route.exchange
         envelope.routing_key = route.routing_key
         return task_id, envelope, route
+
+    def build_many(
+        self,
+        name: str,
+        calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+        task_type: Any = None,
+        **options: Any,
+    ) -> list[tuple[str, Envelope, Route]]:
+        """Envelopes of many calls of one task with the same options.
+
+        The template is made once for the batch unless a router may look at the arguments.
+        """
+        if not self.routes.cacheable or "task_id" in options:
+            return [self.build(name, args, kwargs, task_type, **options) for args, kwargs in calls]
+        root_id, parent_id = options.pop("root_id", None), options.pop("parent_id", None)
+        template, route = self.template(name, task_type, options)
+        parent = _state.get_current_task()
+        if parent is not None and not parent.request.called_directly:
+            parent_id = parent_id or parent.request.id
+            root_id = root_id or parent.request.root_id
+        built = []
+        for args, kwargs in calls:
+            task_id = new_task_id()
+            envelope = template.envelope(task_id, args or (), kwargs or {}, root_id, parent_id)
+            envelope.exchange, envelope.routing_key = route.exchange, route.routing_key
+            built.append((task_id, envelope, route))
+        return built
 
     def template(
         self,
@@ -267,8 +296,18 @@ class Publisher:
         return eta_text, expires, expiration_ms
 
     # -- sending
-    def publish(self, envelopes: Sequence[Envelope], queues: Sequence[QueueSpec]) -> None:
-        """Declare the queues not yet declared by this thread, then publish the batch."""
+    def publish(
+        self,
+        envelopes: Sequence[Envelope],
+        queues: Sequence[QueueSpec],
+        retry: bool | None = None,
+        retry_policy: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Declare the queues not yet declared by this thread, then publish the batch.
+
+        ``retry``/``retry_policy`` override ``task_publish_retry``/``_retry_policy`` for
+        this batch (``apply_async(retry=False)``), as in Celery.
+        """
         send_signals = (
             signals.before_task_publish.has_listeners()
             or signals.after_task_publish.has_listeners()
@@ -290,7 +329,11 @@ class Publisher:
                 )
         if self._reply_queue_pending:
             self._declare_reply_queue()
-        self._with_retries(lambda transport: self._send(transport, envelopes, queues))
+        self._with_retries(
+            lambda transport: self._send(transport, envelopes, queues),
+            self.retry if retry is None else retry,
+            {**self.retry_policy, **(retry_policy or {})},
+        )
         if send_signals:
             for envelope, body in zip(envelopes, bodies, strict=True):
                 signals.after_task_publish.send(
@@ -320,9 +363,10 @@ class Publisher:
             declared.update(queue.name for queue in unique)
         transport.publish(envelopes)
 
-    def _with_retries(self, action: Callable[[Transport], None]) -> None:
-        policy = self.retry_policy
-        max_retries = int(policy.get("max_retries", 3)) if self.retry else 0
+    def _with_retries(
+        self, action: Callable[[Transport], None], retry: bool, policy: Mapping[str, Any]
+    ) -> None:
+        max_retries = int(policy.get("max_retries", 3)) if retry else 0
         interval = float(policy.get("interval_start", 0))
         step = float(policy.get("interval_step", 0.2))
         interval_max = float(policy.get("interval_max", 1))
