@@ -678,3 +678,28 @@ def test_publish_retry_policy_and_retry_false() -> None:
     app.close()
     with pytest.raises(OperationalError, match="gave up after 0 retries"):
         app.send_many("t", [((), {})])
+
+
+def test_args_must_be_a_sequence_and_kwargs_a_mapping(app: Celery) -> None:
+    @app.task(typing=False)
+    def echo(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="list or tuple"):
+        echo.apply_async("abc")
+    with pytest.raises(TypeError, match="mapping"):
+        echo.apply_async((), [("k", "v")])  # type: ignore[arg-type]
+    echo.apply_async([1, 2], {"k": "v"})
+    [envelope] = published(app)
+    assert body(envelope).args == [1, 2]
+
+
+def test_a_directly_called_task_is_the_current_task(app: Celery) -> None:
+    from celeriac import current_task
+
+    @app.task
+    def who() -> str:
+        return str(current_task.name)
+
+    assert who() == who.name
+    assert not current_task

@@ -150,9 +150,12 @@ class Task(Generic[P, R]):
             # Already executing (the worker set the request): just run.
             return self.run(*args, **kwargs)
         token = self._request_var.set(Context(args=args, kwargs=kwargs, called_directly=True))
+        # As in Celery, a task called directly is ``current_task`` while it runs.
+        task_token = _state.current_task_var.set(self)
         try:
             return self.run(*args, **kwargs)
         finally:
+            _state.current_task_var.reset(task_token)
             self._request_var.reset(token)
 
     @property
@@ -182,6 +185,10 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult:
         """Send the task; see Celery's ``apply_async`` for the options."""
+        if args is not None and not isinstance(args, list | tuple):
+            raise TypeError(f"{self.name}: task args must be a list or tuple, not {args!r}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"{self.name}: task keyword arguments must be a mapping")
         if self.typing:
             self.check_arguments(args or (), kwargs or {})
         app = self.app
