@@ -370,6 +370,8 @@ class Task(Generic[P, R]):
             "parent_id": request.parent_id,
             "priority": request.priority,
             "shadow": request.shadow,
+            # A retry answers the same client (rpc:// replies go to it), as in Celery.
+            "reply_to": request.reply_to,
         }
         delivery = request.delivery_info or {}
         if delivery.get("routing_key"):
