@@ -181,8 +181,14 @@ def test_get_task_logger_names_the_running_task() -> None:
     logger = get_task_logger("proj.tasks.logging")
     assert logger.name == "proj.tasks.logging"
     assert logger.parent is not None and logger.parent.name == "celery.task"
-    with pytest.raises(RuntimeError, match="reserved"):
-        get_task_logger("celery.task")
+    for reserved in ("celery", "celery.task"):
+        with pytest.raises(RuntimeError, match="reserved"):
+            get_task_logger(reserved)
+    # Even under a configured project logger, task loggers report through celery.task.
+    logging.getLogger("proj.sub")
+    nested = get_task_logger("proj.sub.tasks")
+    assert nested.parent is not None and nested.parent.name == "celery.task"
+    assert get_task_logger("proj.sub.tasks") is nested
     app = Celery("logs", broker="memory://public-api", backend="memory://")
     records: list[str] = []
 

@@ -24,12 +24,26 @@ def get_logger(name: str) -> logging.Logger:
 
 def get_task_logger(name: str) -> logging.Logger:
     """A logger whose records name the running task."""
-    if name in {TASK_LOGGER_NAME, "celeriac.task"}:
+    if name in _RESERVED:
         raise RuntimeError(f"Logger name {name!r} is reserved!")
     logger = logging.getLogger(name)
-    if logger.parent is logging.root:
+    if not _descends_from(logger, task_logger):
+        # As Celery: task records go through ``celery.task``'s handlers (and its format with
+        # the task id) even when an ancestor such as ``proj`` has handlers of its own.
         logger.parent = task_logger
     return logger
+
+
+_RESERVED = frozenset({"celery", TASK_LOGGER_NAME, "celeriac", "celeriac.task"})
+
+
+def _descends_from(logger: logging.Logger, ancestor: logging.Logger) -> bool:
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current is ancestor:
+            return True
+        current = current.parent
+    return False
 
 
 class TaskContextFilter(logging.Filter):
