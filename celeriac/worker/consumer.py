@@ -120,7 +120,9 @@ class Consumer:
         self.dispatch()
         self.flush()
         if not fetched and self.pool.active():
-            self.complete(self.pool.wait(0.002 if room > 0 else 0.05))
+            # A job starting in a child wakes nobody: look again soon while early acks wait.
+            timeout = 0.002 if room > 0 else 0.005 if self.unstarted else 0.05
+            self.complete(self.pool.wait(timeout))
             self.flush()
 
     def idle_timeout(self) -> float:
