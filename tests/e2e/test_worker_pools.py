@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.worker_harness import broker, load, take_all
+from celeriac.protocol.message import build_task_envelope
+from tests.e2e.worker_harness import broker, load, open_gate, publish_raw, take_all
 from tests.support import WorkerProcess
 
 TASKS = """
@@ -27,6 +30,12 @@ def where(delay=0.0):
 @app.task(bind=True)
 def who(self):
     return self.request.hostname
+
+@app.task(bind=True)
+def held(self):
+    while not gate_open(self.request.id):
+        time.sleep(0.01)
+    return "let go"
 """
 
 StartWorker = Callable[..., WorkerProcess]
@@ -118,3 +127,27 @@ def test_default_pool_is_prefork(
 
     assert "(prefork)" in worker.output
     assert pid not in (worker.process.pid, os.getpid())
+
+
+def test_quick_result_is_not_held_back_by_a_slow_task_in_the_same_batch(
+    project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    start_worker(directory, "wtasks", "-P", "prefork", "-c", "1")
+    quick, slow = str(uuid.uuid4()), str(uuid.uuid4())
+    envelopes = [
+        build_task_envelope("wtasks.add", quick, [1, 2], {}),
+        build_task_envelope("wtasks.held", slow, [], {}),
+    ]
+    for envelope in envelopes:
+        envelope.routing_key = "celery"
+    # One publish: the worker fetches both at once and hands them to its child together.
+    sent = time.monotonic()
+    publish_raw(wtasks, *envelopes)
+    try:
+        assert wtasks.app.AsyncResult(quick).get(timeout=5) == 3
+        assert time.monotonic() - sent < 2.0
+        assert wtasks.app.AsyncResult(slow).state == "PENDING"  # still running
+    finally:
+        open_gate(directory, slow)
+    assert wtasks.app.AsyncResult(slow).get(timeout=10) == "let go"

@@ -4,12 +4,17 @@ Each test writes its own ``wtasks`` module (the app plus the tasks it needs) int
 ``tmp_path``; the worker subprocess imports it through ``-A wtasks`` and the test process
 imports the very same module as the client, so both sides agree on names and settings.
 Broker and results are SQLite files in that directory, named by absolute path.
+
+Tasks talk to the test through files in that directory: ``note(name)`` appends a line
+(the pid by default), ``gate_open(task_id)`` tells whether the test has opened the task's
+gate, so a test can hold a task in a known state and look at it, without sleeping.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +24,7 @@ from typing import Any
 
 from celeriac.protocol.message import Envelope
 from celeriac.transports.base import Delivery, Transport
+from tests.support import WorkerProcess, write_project
 
 MODULE = "wtasks"
 
@@ -33,6 +39,18 @@ from celeriac.exceptions import SoftTimeLimitExceeded
 
 app = Celery("wtasks", broker={broker!r}, backend={backend!r})
 app.conf.update({settings!r})
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def note(name, text=""):
+    # Appends, so a task that runs twice leaves two lines.
+    with open(os.path.join(HERE, name), "a") as notes:
+        notes.write(f"{{text or os.getpid()}}\\n")
+
+
+def gate_open(task_id):
+    return os.path.exists(os.path.join(HERE, f"go-{{task_id}}"))
 """
 
 
@@ -52,6 +70,23 @@ def load(
     """Write the task module and import it here (the client side)."""
     directory = project(task_module(tmp_path, tasks, **settings))
     return directory, importlib.import_module(MODULE)
+
+
+@contextlib.contextmanager
+def shared_worker(
+    directory: Path, tasks: str, *args: str, **settings: Any
+) -> Iterator[tuple[ModuleType, WorkerProcess]]:
+    """A task module and one worker for a whole test module (worker start-up is the slow
+    part of these tests); the module is imported here and forgotten afterwards."""
+    write_project(directory, task_module(directory, tasks, **settings))
+    sys.path.insert(0, str(directory))
+    worker = WorkerProcess(directory, MODULE, args)
+    try:
+        yield importlib.import_module(MODULE), worker.wait_ready()
+    finally:
+        worker.stop()
+        sys.path.remove(str(directory))
+        sys.modules.pop(MODULE, None)
 
 
 def wait_until(
@@ -86,10 +121,21 @@ def take_all(transport: Transport, queue: str, timeout: float = 0.2) -> list[Del
     return taken
 
 
-def publish_raw(module: ModuleType, envelope: Envelope) -> None:
-    """Publish an envelope as it is, past the client's checks (how bad messages arrive)."""
+def publish_raw(module: ModuleType, *envelopes: Envelope) -> None:
+    """Publish envelopes as they are, in one batch, past the client's checks."""
     with broker(module) as transport:
-        transport.publish([envelope])
+        transport.publish(list(envelopes))
+
+
+def runs(directory: Path, task_id: str) -> list[str]:
+    """What a task wrote with ``note(f"ran-{id}")``: one line (its pid) per run."""
+    path = directory / f"ran-{task_id}"
+    return path.read_text().split() if path.exists() else []
+
+
+def open_gate(directory: Path, task_id: str) -> None:
+    """Let a task waiting on ``gate_open(id)`` go on."""
+    (directory / f"go-{task_id}").touch()
 
 
 def log_lines(output: str, *needles: str) -> list[str]:
