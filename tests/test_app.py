@@ -322,3 +322,29 @@ def test_send_task_by_name_needs_no_registration() -> None:
     assert delivery.envelope.headers["id"] == result.id
     assert delivery.envelope.headers["argsrepr"] == "(1,)"
     assert result.task_name == "remote.only"
+
+
+def test_import_modules_signal_fires_at_finalize(project: Project) -> None:
+    from celeriac import signals
+
+    project({"signal_inc.py": "x = 1\n"})
+    app = memory_app(include=["signal_inc"])
+    heard: list[Any] = []
+
+    def on_import(sender: Any, **kwargs: Any) -> None:
+        heard.append((sender, "signal_inc" in sys.modules))
+
+    signals.import_modules.connect(on_import, sender=app)
+    try:
+        app.finalize()
+    finally:
+        signals.import_modules.disconnect(on_import, sender=app)
+    assert heard == [(app, False)]
+
+
+def test_app_as_a_context_manager_closes_its_connections() -> None:
+    with memory_app("ctx", set_as_current=False) as app:
+        app.send_task("t", ())
+        publisher = app.publisher
+        assert publisher is app.publisher
+    assert app.publisher is not publisher  # made again on next use

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
-from celeriac import _state
+from celeriac import _state, signals
 from celeriac.app.defaults import EMBEDDED_BROKER_URL
 from celeriac.app.publish import Publisher
 from celeriac.app.registry import TaskRegistry, gen_task_name
@@ -258,11 +258,13 @@ class Celery:
             self.on_after_finalize.send(sender=self)
 
     def import_default_modules(self) -> None:
+        """Import ``imports`` and ``include``, then the discovered task modules."""
+        signals.import_modules.send(sender=self)
         for module_name in [*self.conf.imports, *self.conf.include]:
             importlib.import_module(module_name)
-        for packages, related_name in self._autodiscover:
+        pending, self._autodiscover = self._autodiscover, []
+        for packages, related_name in pending:
             self._discover(packages, related_name)
-        self._autodiscover.clear()
 
     def autodiscover_tasks(
         self,
@@ -360,7 +362,14 @@ class Celery:
         if not self.finalized:
             self.finalize(auto=True)
 
+    def __enter__(self) -> Celery:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Close this process's broker and result store connections (made again on use)."""
         if self._publisher is not None:
             self._publisher.close()
         if self._backend is not None and self._backend[0] == os.getpid():
