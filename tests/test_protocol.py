@@ -431,3 +431,29 @@ def test_state_sets_and_precedence() -> None:
     assert states.state("PROGRESS") > states.state(states.STARTED)
     assert states.state("PROGRESS") < states.state(states.FAILURE)
     assert states.precedence(states.SUCCESS) < states.precedence(states.PENDING)
+
+
+@pytest.mark.celery
+def test_same_message_as_celerys_as_task_v2() -> None:
+    pytest.importorskip("celery")
+    from celery import Celery as RealCelery
+
+    real = RealCelery("peer", set_as_current=False)
+    theirs = real.amqp.as_task_v2(
+        "tid", "peer.add", (2, 2), {"k": 1}, time_limit=10, soft_time_limit=3, shadow="s"
+    )
+    ours = build_task_envelope(
+        "peer.add",
+        "tid",
+        (2, 2),
+        {"k": 1},
+        time_limit=10,
+        soft_time_limit=3,
+        shadow="s",
+        origin=theirs.headers["origin"],
+    )
+    assert ours.headers == theirs.headers
+    assert ours.properties["correlation_id"] == theirs.properties["correlation_id"]
+    args, kwargs, embed = theirs.body
+    decoded = decode_task_body(ours, None)
+    assert (tuple(decoded.args), decoded.kwargs, decoded.embed) == (args, kwargs, embed)
