@@ -215,11 +215,12 @@ def test_groups_and_chords_are_refused_as_in_celery(broker: Broker) -> None:
     backend = broker.client()
     capabilities = backend.capabilities
     assert capabilities.needs_reply_to and not capabilities.groups and not capabilities.chords
-    for call in (
+    calls: list[Callable[[], object]] = [
         lambda: backend.save_group(new_id(), []),
         lambda: backend.get_group(new_id()),
         lambda: backend.forget_group(new_id()),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(NotImplementedError, match="cannot store groups"):
             call()
     with pytest.raises(NotImplementedError, match="does not support chords"):
