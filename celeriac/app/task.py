@@ -408,10 +408,14 @@ class Task(Generic[P, R]):
 
     def replace(self, sig: Signature[Any]) -> Any:
         """Replace this task with ``sig``; callbacks and chain move to the replacement."""
+        from celeriac.canvas.workflows import chord, group
         from celeriac.exceptions import Ignore
 
         request = self.request
         sig = sig.clone()
+        if isinstance(sig, group):
+            # A group has no single result: its list becomes this task's, as in Celery.
+            sig = chord(sig, Signature("celery.accumulate", kwargs={"index": 0}, app=self.app))
         sig.set(
             task_id=request.id,
             root_id=request.root_id,

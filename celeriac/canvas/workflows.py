@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from celeriac import _state
 from celeriac.canvas.signature import Signature
 from celeriac.exceptions import ImproperlyConfigured
 
@@ -51,8 +52,9 @@ def _app_of(sigs: Sequence[Signature[Any]], app: Celery | None) -> Celery | None
 
 
 def _split_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Remove and return the :data:`RESULT_OPTIONS` that are set."""
-    return {key: options.pop(key) for key in RESULT_OPTIONS if options.get(key) is not None}
+    """Remove the :data:`RESULT_OPTIONS` from ``options``; return those that are set."""
+    taken = {key: options.pop(key, None) for key in RESULT_OPTIONS}
+    return {key: value for key, value in taken.items() if value is not None}
 
 
 def _oldest(result: ResultBase) -> ResultBase:
@@ -132,7 +134,7 @@ class chain(Signature[Any]):
             if results:
                 _oldest(result).parent = results[-1]
             results.append(result)
-        root_id = options.pop("root_id", None) or _first_id(results[0])
+        root_id = options.pop("root_id", None) or _current_root_id() or _first_id(results[0])
         for step in steps:
             step.options["root_id"] = root_id
         return steps, results
@@ -183,6 +185,14 @@ class chain(Signature[Any]):
 
     def __repr__(self) -> str:
         return " | ".join(repr(step) for step in self.tasks)
+
+
+def _current_root_id() -> str | None:
+    """Inside a running task, the root of its workflow (which a chain sent from it joins)."""
+    task = _state.get_current_task()
+    if task is None or task.request.called_directly:
+        return None
+    return task.request.root_id or task.request.id
 
 
 def _first_id(result: Any) -> str:
@@ -259,7 +269,8 @@ class group(Signature[Any]):
             # Something runs after this group: it receives the list, so this is a chord.
             continuation = list(options.pop("chain"))
             body = Signature.from_dict(continuation.pop(), app=self._app)
-            as_chord = chord(self, body, app=self._app)
+            header = group(self.tasks, app=self._app, task_id=self._group_id(options))
+            as_chord = chord(header, body, app=self._app)
             return as_chord.apply_async(args, kwargs, chain=continuation or None, **options)
         group_id = self._group_id(options)
         app = self.app
@@ -380,7 +391,12 @@ class chord(Signature[Any]):
 
     @property
     def header(self) -> list[Signature[Any]]:
-        return self._header_group().tasks
+        header = self.kwargs["header"]
+        if isinstance(header, Mapping):  # a group, once frozen
+            header = Signature.from_dict(header, app=self._app)
+        if isinstance(header, group):
+            return header.tasks
+        return [Signature.from_dict(member, app=self._app) for member in header]
 
     tasks = header
 

@@ -33,7 +33,7 @@ import os
 import time
 from pathlib import Path
 
-from celeriac import Celery
+from celeriac import Celery, group
 
 HERE = Path(__file__).parent
 app = Celery(
@@ -97,6 +97,11 @@ def replaced(self, x):
 @app.task(bind=True)
 def replaced_by_chain(self, x):
     raise self.replace(add.s(x, 1) | mul.s(10))
+
+
+@app.task(bind=True)
+def replaced_by_group(self, x):
+    raise self.replace(group(add.s(x, 1), add.s(x, 2)))
 
 
 @app.task
@@ -223,8 +228,11 @@ def test_chord_with_failing_member(wf: ModuleType) -> None:
     body.link_error(wf.errback_old.s().set(task_id=old_id))
     body.link_error(wf.errback_new.s())
     result = chord([wf.add.s(1, 1), wf.fail.s(), wf.add.s(2, 2)], body).apply_async()
-    with pytest.raises(ChordError, match="Boom"):
+    # As with Celery, get() raises the header's error if it sees it first (it checks parents).
+    with pytest.raises((wf.Boom, ChordError)):
         result.get(timeout=TIMEOUT)
+    with pytest.raises(ChordError, match="Boom"):
+        result.get(timeout=TIMEOUT, follow_parents=False)
     assert result.state == states.FAILURE
     assert AsyncResult(old_id, app=wf.app).get(timeout=TIMEOUT) == f"failed:{result.id}"
     marker = Path(wf.HERE, f"errback-{result.id}")
@@ -270,6 +278,28 @@ def test_chord_inside_chain_followed_by_step(wf: ModuleType) -> None:
 def test_chord_with_chains_in_header(wf: ModuleType) -> None:
     header = [chain(wf.add.s(i, i), wf.mul.s(10)) for i in range(3)]
     assert chord(header, wf.collect.s()).apply_async().get(timeout=TIMEOUT) == [0, 20, 40]
+
+
+def test_nested_chords(wf: ModuleType) -> None:
+    inner = chord([wf.add.s(1, 1), wf.add.s(2, 2)], wf.tsum.s())
+    outer = chord([inner, wf.add.s(10, 10)], wf.collect.s())
+    assert outer.apply_async().get(timeout=TIMEOUT) == [6, 20]
+    both = group(chord([wf.add.s(i, i)], wf.collect.s()) for i in range(3)).apply_async()
+    assert both.get(timeout=TIMEOUT) == [[0], [2], [4]]
+    two_in_a_row = chain(
+        chord([wf.add.s(1, 1), wf.add.s(2, 2)], wf.tsum.s()),  # 6
+        chord([wf.add.s(1), wf.mul.s(2)], wf.collect.s()),  # [7, 12]
+    )
+    assert two_in_a_row.apply_async().get(timeout=TIMEOUT) == [7, 12]
+    with_chain_body = chord([wf.add.s(1, 1), wf.add.s(2, 2)], wf.tsum.s() | wf.mul.s(10))
+    assert with_chain_body.apply_async().get(timeout=TIMEOUT) == 60
+
+
+def test_failure_early_in_header_chain_fails_the_chord(wf: ModuleType) -> None:
+    header = [chain(wf.fail.s(), wf.add.s(1)), wf.add.s(1, 1)]
+    result = chord(header, wf.collect.s()).apply_async()
+    with pytest.raises(ChordError, match="Boom"):
+        result.get(timeout=TIMEOUT, follow_parents=False)
 
 
 def test_group_followed_by_group(wf: ModuleType) -> None:
@@ -327,6 +357,9 @@ def test_task_replace(wf: ModuleType) -> None:
     assert in_chain.get(timeout=TIMEOUT) == 25  # (1 + 1) * 10 + 5
     in_chord = chord([wf.replaced.s(1), wf.replaced_by_chain.s(2)], wf.collect.s()).delay()
     assert in_chord.get(timeout=TIMEOUT) == [101, 30]
+    assert wf.replaced_by_group.delay(1).get(timeout=TIMEOUT) == [2, 3]
+    by_group_in_chain = (wf.replaced_by_group.s(1) | wf.tsum.s()).delay()
+    assert by_group_in_chain.get(timeout=TIMEOUT) == 5
 
 
 def test_map_starmap_and_chunks(wf: ModuleType) -> None:
