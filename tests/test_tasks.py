@@ -703,3 +703,21 @@ def test_a_directly_called_task_is_the_current_task(app: Celery) -> None:
 
     assert who() == who.name
     assert not current_task
+
+
+def test_task_and_shared_task_called_with_the_function_and_options(app: Celery) -> None:
+    from celeriac import shared_task
+
+    def double(x: int) -> int:
+        return 2 * x
+
+    task = app.task(double, name="explicit.double", max_retries=1)
+    assert task.name == "explicit.double" and task.max_retries == 1
+    assert app.tasks["explicit.double"] is task
+
+    def triple(x: int) -> int:
+        return 3 * x
+
+    proxy = shared_task(triple, name="explicit.triple")
+    assert proxy.name == "explicit.triple"
+    assert proxy.apply((2,)).get() == 6

@@ -170,8 +170,8 @@ class Celery:
 
     def task(self, *funs: Callable[..., Any], bind: bool = False, **options: Any) -> Any:
         """Decorator making a task of a function, bare (``@app.task``) or with options."""
-        if len(funs) == 1 and callable(funs[0]) and not options and not bind:
-            return self._task_from_fun(funs[0])
+        if len(funs) == 1 and callable(funs[0]):  # @app.task, or app.task(fun, **options)
+            return self._task_from_fun(funs[0], bind=bind, **options)
 
         def decorate(function: Callable[..., Any]) -> BaseTask[Any, Any]:
             return self._task_from_fun(function, bind=bind, **options)
@@ -508,7 +508,7 @@ def shared_task(*args: Any, bind: bool = False, **options: Any) -> Any:
         _state.connect_on_app_finalize(adopt)
         return SharedTask(fun, options.get("name"), adopt)
 
-    if len(args) == 1 and callable(args[0]) and not options and not bind:
+    if len(args) == 1 and callable(args[0]):
         return create(args[0])
     return create
 
