@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from celeriac import Celery, Signature, signature
+from celeriac import Celery, Signature, signature, states
+from celeriac.app.trace import request_from_headers
+from celeriac.app.workflow import fail_unrun
 from celeriac.canvas import chain, chord, chunks, group, maybe_signature, xmap, xstarmap
-from celeriac.exceptions import ImproperlyConfigured
+from celeriac.exceptions import ChordError, ImproperlyConfigured, TaskRevokedError, WorkerLostError
 from celeriac.protocol.message import decode_task_body
 from celeriac.result import AsyncResult, GroupResult
 from celeriac.transports.base import Transport
@@ -340,3 +342,40 @@ def test_celery_reads_our_signatures_and_we_read_its(app: Celery) -> None:
     back = Signature.from_dict(wire(theirs), app=app)
     assert isinstance(back, chain) and isinstance(back.tasks[1], chord)
     assert [member.args for member in back.tasks[1].header] == [(2,), (3,)]
+
+
+# -- workflow steps when a task ends without running (worker side, in process) --------------
+
+
+def _request(message: Captured) -> dict[str, Any]:
+    return request_from_headers(message.headers, {}, message.embed, {"routing_key": "celery"})
+
+
+def test_lost_and_revoked_chord_members_fail_the_body(app: Celery, transport: Transport) -> None:
+    add, tsum = app.tasks["canvas.add"], app.tasks["canvas.tsum"]
+    body = tsum.s()
+    body.link_error(app.signature("canvas.on_error"))
+    result = chord([add.s(1, 1), add.s(2, 2)], body).apply_async()
+    first, second = sent(transport)
+    fail_unrun(app, _request(first), WorkerLostError("lost"))
+    assert app.AsyncResult(result.id).state == states.PENDING  # one member still to come
+    fail_unrun(app, _request(second), TaskRevokedError("revoked"), state=states.REVOKED)
+    assert app.AsyncResult(first.id).state == states.FAILURE
+    assert app.AsyncResult(second.id).state == states.REVOKED
+    body_result = app.AsyncResult(result.id)
+    assert body_result.state == states.FAILURE
+    assert isinstance(body_result.result, ChordError) and "lost" in str(body_result.result)
+    (errback,) = sent(transport)  # old style errback of the body: gets the body's id
+    assert errback.headers["task"] == "canvas.on_error" and errback.args == [result.id]
+
+
+def test_lost_chain_step_fails_the_rest_of_the_chain(app: Celery, transport: Transport) -> None:
+    add = app.tasks["canvas.add"]
+    result = chain(add.s(1, 1), add.s(2), add.s(3)).apply_async()
+    (message,) = sent(transport)
+    fail_unrun(app, _request(message), WorkerLostError("lost"))
+    for step in (result, result.parent, result.parent.parent):
+        assert app.AsyncResult(step.id).state == states.FAILURE
+    with pytest.raises(WorkerLostError):
+        result.get(timeout=1)
+    assert sent(transport) == []  # nothing else runs

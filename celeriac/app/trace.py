@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import _state, signals, states
 from celeriac.app.task import Context, Task
-from celeriac.canvas import workflows
-from celeriac.canvas.signature import Signature
-from celeriac.exceptions import ChordError, Ignore, Reject, Retry
+from celeriac.app.workflow import WorkflowSteps
+from celeriac.exceptions import Ignore, Reject, Retry
 from celeriac.protocol.message import parse_datetime, safe_repr
-from celeriac.protocol.results import build_meta, exception_from_dict, exception_to_dict
+from celeriac.protocol.results import build_meta, exception_to_dict
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
@@ -169,6 +168,7 @@ class TaskRunner:
         self.throws = tuple(task.throws)
         self.request_var = task._request_var
         self.pid = os.getpid()
+        self.workflow = WorkflowSteps(app, task.name)
 
     # -- one call
     def __call__(
@@ -287,99 +287,19 @@ class TaskRunner:
                 sink.flush()  # members must be stored before the body can read them
             self._chord_part(context, meta or {})
 
+    # -- workflow (celeriac.app.workflow)
     def _apply_workflow(self, retval: Any, context: Context) -> None:
-        ids: dict[str, Any] = {"parent_id": context.id, "root_id": context.root_id or context.id}
-        if context.priority:
-            ids["priority"] = context.priority
-        for callback in context.callbacks or ():
-            sig = Signature.from_dict(callback, app=self.app)
-            sig.apply_async((retval,), **ids)
-        chain = list(context.chain or ())
-        if chain:
-            next_step = Signature.from_dict(chain.pop(), app=self.app)
-            next_step.apply_async((retval,), chain=chain or None, **ids)
+        self.workflow.apply_next(retval, context)
 
     def _chord_part(self, context: Context, meta: Mapping[str, Any]) -> None:
         if context.chord and context.group:
             member_meta = dict(meta) or build_meta(context.id or "", states.SUCCESS, None)
-            self._count_chord_member(
+            self.workflow.count_chord_member(
                 context.chord, context.group, context.group_index or 0, member_meta, context.id
             )
 
-    def _count_chord_member(
-        self,
-        chord: Mapping[str, Any],
-        group_id: str,
-        index: int,
-        meta: Mapping[str, Any],
-        parent_id: str | None,
-    ) -> None:
-        """Count one finished header member; the call that completes the header goes on."""
-        body = Signature.from_dict(chord, app=self.app)
-        size = int(chord.get("chord_size") or body.options.get("chord_size") or 0)
-        members = self.app.backend.chord_part_return(group_id, size, index, meta)
-        if members is None:
-            return
-        failed = [m for m in members if m.get("status") in states.PROPAGATE_STATES]
-        if failed:
-            first = failed[0]
-            error = ChordError(
-                f"Dependency {first.get('task_id')} raised "
-                f"{exception_from_dict(first.get('result'))!r}"
-            )
-            self._fail_chord_body(body, error)
-            return
-        results = [m.get("result") for m in members]
-        body.apply_async((results,), parent_id=parent_id)
-
-    def _fail_chord_body(self, body: Signature[Any], error: ChordError) -> None:
-        self._fail_pending(body, error, None, errbacks=True)
-
-    def _fail_pending(
-        self,
-        sig: Signature[Any],
-        exc: BaseException,
-        traceback: str | None,
-        errbacks: bool,
-    ) -> None:
-        """Mark a workflow step that can no longer run as failed, and what waits for it.
-
-        Its result becomes FAILURE (so ``get()`` raises instead of waiting forever), its
-        errbacks are called when ``errbacks``, the steps chained after it fail too, and if
-        it is a chord header member it is counted (so the chord's body fails in turn).
-        """
-        if isinstance(sig, workflows.chain | workflows.group):
-            for step in sig.tasks:
-                self._fail_pending(step, exc, traceback, errbacks)
-            return
-        if isinstance(sig, workflows.chord):
-            body = sig.body
-            if body is not None:
-                self._fail_pending(body, exc, traceback, errbacks)
-            return
-        options = sig.options
-        task_id = sig.id
-        meta = build_meta(task_id or "", states.FAILURE, exception_to_dict(exc), traceback)
-        if task_id:
-            self.app.backend.store([meta])
-        if errbacks and options.get("link_error"):
-            request = Context(
-                id=task_id,
-                task=sig.task,
-                args=sig.args,
-                kwargs=sig.kwargs,
-                root_id=options.get("root_id"),
-                parent_id=options.get("parent_id"),
-                group=options.get("group_id"),
-                group_index=options.get("group_index"),
-                called_directly=False,
-            )
-            self._call_errbacks(options["link_error"], request, exc, traceback)
-        for step in reversed(options.get("chain") or ()):
-            self._fail_pending(Signature.from_dict(step, app=self.app), exc, traceback, False)
-        chord, group_id = options.get("chord"), options.get("group_id")
-        if chord and group_id and task_id:
-            self._count_chord_member(chord, group_id, options.get("group_index") or 0, meta, None)
+    def _apply_errbacks(self, exc: BaseException, einfo: ExceptionInfo, context: Context) -> None:
+        self.workflow.after_failure(exc, einfo.traceback, context)
 
     # -- failure
     def _on_exception(
@@ -495,45 +415,6 @@ class TaskRunner:
         else:
             logger.info("Task %s[%s] raised expected: %r", self.name, task_id, exc)
         return Outcome(states.FAILURE, exception=exc, traceback=einfo.traceback, runtime=runtime)
-
-    def _apply_errbacks(self, exc: BaseException, einfo: ExceptionInfo, context: Context) -> None:
-        self._call_errbacks(context.errbacks or (), context, exc, einfo.traceback)
-        # The rest of the chain will not run: fail it now rather than leave it pending.
-        for step in reversed(context.chain or ()):
-            sig = Signature.from_dict(step, app=self.app)
-            try:
-                self._fail_pending(sig, exc, einfo.traceback, errbacks=False)
-            except Exception:
-                logger.exception("Task %s[%s]: cannot fail step %r", self.name, context.id, sig)
-
-    def _call_errbacks(
-        self, errbacks: Sequence[Any], request: Context, exc: BaseException, traceback: str | None
-    ) -> None:
-        """Celery's two styles: ``f(request, exc, traceback)`` here, or ``f.delay(task_id)``."""
-        for errback in errbacks:
-            sig = Signature.from_dict(errback, app=self.app)
-            try:
-                target = self.app.tasks.get(sig.task)
-                fun = getattr(target, "__wrapped__", None) if target is not None else None
-                if fun is not None and _takes_request(fun, bool(getattr(target, "_bound", False))):
-                    sig(request, exc, traceback)
-                else:
-                    sig.apply_async(
-                        (request.id,), parent_id=request.id, root_id=request.root_id or request.id
-                    )
-            except Exception:
-                logger.exception("Task %s[%s]: errback %r failed", self.name, request.id, sig)
-
-
-def _takes_request(fun: Callable[..., Any], bound: bool) -> bool:
-    try:
-        parameters = list(inspect.signature(fun).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    if bound:
-        parameters = parameters[1:]
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) > 1 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
 
 
 def request_from_headers(
