@@ -323,11 +323,17 @@ def test_gives_up_with_a_clear_error_after_max_retries(
     assert "retry 1/2" in retries[0] and "retry 2/2" in retries[1]
 
 
-def test_bad_login_fails_at_once_without_retrying(vhost: str) -> None:
-    transport = AMQPTransport(f"amqp://guest:wrong@127.0.0.1:5672/{vhost}")
+@pytest.mark.parametrize(
+    "credentials_and_vhost",
+    ["guest:wrong@127.0.0.1:5672/{vhost}", "guest:guest@127.0.0.1:5672/no-such-vhost"],
+)
+def test_bad_login_or_vhost_fails_at_once_without_retrying(
+    credentials_and_vhost: str, vhost: str
+) -> None:
+    transport = AMQPTransport("amqp://" + credentials_and_vhost.format(vhost=vhost))
 
     started = time.monotonic()
-    with pytest.raises(OperationalError, match="refused the login"):
+    with pytest.raises(OperationalError, match="refused the login or the virtual host"):
         transport.size("anything")
     assert time.monotonic() - started < 5.0
 

@@ -32,6 +32,8 @@ PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 CLIENT_FRAME_MAX = 131072
 RECV_SIZE = 262144
 
+ACCESS_REFUSED = 403
+NOT_ALLOWED = 530
 #: CONNECTION_FORCED, INTERNAL_ERROR
 RETRYABLE_CLOSE_CODES = frozenset({320, 541})
 
@@ -197,8 +199,7 @@ class AMQPConnection:
             try:
                 self.pump(remaining)
             except ConnectionLost as exc:
-                if during_login and exc.reply_code in (0, 403):
-                    # RabbitMQ drops the socket (or sends 403) on a bad login or vhost.
+                if during_login and exc.reply_code in (ACCESS_REFUSED, NOT_ALLOWED):
                     raise ConnectionLost(
                         f"{self.params.describe()} refused the login or the virtual host "
                         f"({exc}); check user, password and vhost permissions",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -92,7 +92,8 @@ class AMQPTransport:
         self._consumer_seq = 0
         # Publishing (confirm mode): sequence number → envelope until the broker confirms.
         self._publish_seq = 0
-        self._unconfirmed: dict[int, Envelope] = {}
+        # Ordered by sequence number; an OrderedDict pops from the front in O(1).
+        self._unconfirmed: OrderedDict[int, Envelope] = OrderedDict()
         self._refused: list[Envelope] = []
         self._publish_error: ChannelError | None = None
         self._published_unconfirmed = False
@@ -338,8 +339,8 @@ class AMQPTransport:
             unconfirmed.clear()
         else:
             settled = []
-            for seq in [seq for seq in unconfirmed if seq <= delivery_tag]:
-                settled.append(unconfirmed.pop(seq))
+            while unconfirmed and next(iter(unconfirmed)) <= delivery_tag:
+                settled.append(unconfirmed.popitem(last=False)[1])
         if not ack:
             self._refused.extend(settled)
 
