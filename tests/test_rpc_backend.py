@@ -348,6 +348,11 @@ def stepwise(self):
     return "done"
 
 
+@app.task
+def die():
+    os._exit(3)
+
+
 @app.task(bind=True, max_retries=1)
 def flaky(self):
     if self.request.retries == 0:
@@ -417,6 +422,36 @@ def test_worker_replies_reach_the_sending_client(
         finally:
             other.close()
         assert tasks.app.AsyncResult(held.id).get(timeout=1) == "done"
+    finally:
+        tasks.app.close()
+
+
+def test_results_the_worker_stores_without_running_the_task_reach_the_client(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    project: Callable[[dict[str, str]], Path],
+    start_worker: Callable[..., WorkerProcess],
+    queue_name: str,
+) -> None:
+    directory, tasks = _tasks_module(project, broker_url("sqlite", tmp_path, request), queue_name)
+    start_worker(directory, "rpctasks", "-Q", queue_name, "-c", "1")
+    try:
+        unknown = tasks.app.send_task("rpctasks.nope")
+        with pytest.raises(Exception, match="nope") as raised:
+            unknown.get(timeout=20)
+        assert type(raised.value).__name__ == "NotRegistered"
+
+        # Held until its ETA, by which time it has expired: revoked, never run.
+        expired = tasks.add.apply_async((1, 1), countdown=2, expires=1)
+        with pytest.raises(Exception, match="expired") as raised:
+            expired.get(timeout=20)
+        assert type(raised.value).__name__ == "TaskRevokedError"
+        assert expired.state == states.REVOKED
+
+        lost = tasks.die.delay()
+        with pytest.raises(Exception, match="exitcode 3") as raised:
+            lost.get(timeout=20)
+        assert type(raised.value).__name__ == "WorkerLostError"
     finally:
         tasks.app.close()
 

@@ -442,6 +442,15 @@ def request_from_headers(
     return request
 
 
+def reply_extra(backend: ResultBackend, properties: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``extra`` of a meta stored outside a task run (expired, lost, unknown task): the
+    message's ``reply_to`` when the backend sends results there (``rpc://``)."""
+    reply_to = properties.get("reply_to")
+    if reply_to and backend.capabilities.needs_reply_to:
+        return {"reply_to": reply_to}
+    return None
+
+
 def is_expired(headers: Mapping[str, Any], now: dt.datetime | None = None) -> bool:
     expires = parse_datetime(headers.get("expires"))
     if expires is None:
@@ -518,6 +527,7 @@ __all__ = [
     "TaskRunner",
     "apply_eagerly",
     "is_expired",
+    "reply_extra",
     "request_from_headers",
     "run_coroutine",
 ]

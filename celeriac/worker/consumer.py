@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
-from celeriac.app.trace import is_expired
+from celeriac.app.trace import is_expired, reply_extra
 from celeriac.exceptions import NotRegistered, TaskRevokedError
 from celeriac.protocol.message import check_task_headers, parse_datetime, upgrade_v1
 from celeriac.protocol.results import build_meta, exception_to_dict
@@ -236,7 +236,11 @@ class Consumer:
         self._store(
             [
                 build_meta(
-                    task_id, states.FAILURE, exception_to_dict(error), f"NotRegistered: {name!r}"
+                    task_id,
+                    states.FAILURE,
+                    exception_to_dict(error),
+                    f"NotRegistered: {name!r}",
+                    extra=reply_extra(self.app.backend, delivery.envelope.properties),
                 )
             ]
         )
@@ -248,9 +252,9 @@ class Consumer:
 
     def revoke_expired(self, delivery: Delivery, name: str, task_id: str) -> None:
         logger.info("Task %s[%s] expired before it could run: discarded", name, task_id)
-        self._store(
-            [build_meta(task_id, states.REVOKED, exception_to_dict(TaskRevokedError("expired")))]
-        )
+        error = exception_to_dict(TaskRevokedError("expired"))
+        extra = reply_extra(self.app.backend, delivery.envelope.properties)
+        self._store([build_meta(task_id, states.REVOKED, error, extra=extra)])
         self.to_ack.append(delivery)
 
     def _store(self, metas: list[dict[str, Any]]) -> None:

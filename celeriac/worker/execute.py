@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import states
-from celeriac.app.trace import ResultSink, TaskRunner, is_expired, request_from_headers
+from celeriac.app.trace import (
+    ResultSink,
+    TaskRunner,
+    is_expired,
+    reply_extra,
+    request_from_headers,
+)
 from celeriac.exceptions import SoftTimeLimitExceeded, TaskRevokedError
 from celeriac.protocol.message import Envelope, decode_task_body
 from celeriac.protocol.results import build_meta, exception_to_dict
@@ -76,6 +82,7 @@ class Executor:
                     states.FAILURE,
                     exception_to_dict(exc),
                     f"{type(exc).__name__}: {exc}",
+                    extra=reply_extra(self.app.backend, job.properties),
                 )
             )
             return Completion(job.seq, states.FAILURE)
@@ -94,6 +101,7 @@ class Executor:
 
     def _expired(self, job: Job) -> Completion:
         logger.info("Task %s[%s] expired before it could run", job.task_name, job.task_id)
-        error = TaskRevokedError("expired")
-        self.sink.add(build_meta(job.task_id, states.REVOKED, exception_to_dict(error)))
+        error = exception_to_dict(TaskRevokedError("expired"))
+        extra = reply_extra(self.app.backend, job.properties)
+        self.sink.add(build_meta(job.task_id, states.REVOKED, error, extra=extra))
         return Completion(job.seq, states.REVOKED)

@@ -29,6 +29,7 @@ from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
 from celeriac import signals, states
+from celeriac.app.trace import reply_extra
 from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
 from celeriac.protocol.results import build_meta, exception_to_dict
 from celeriac.worker.execute import Executor
@@ -270,6 +271,7 @@ class PreforkPool:
             states.FAILURE,
             exception_to_dict(error),
             f"{type(error).__name__}: {error}",
+            extra=reply_extra(self.context.app.backend, job.properties),
         )
         if isinstance(error, TimeLimitExceeded):
             return Completion(job.seq, states.FAILURE, meta=meta)
