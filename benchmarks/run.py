@@ -29,7 +29,7 @@ from typing import Any
 
 import scenarios
 from report import machine_info, markdown, save_profiles
-from targets import TargetFactory, importable, scheme
+from targets import TargetFactory, compile_bytecode, importable, scheme
 
 SYSTEMS = ("celeriac", "celery")
 SCENARIOS = ("enqueue", "drain", "latency", "startup", "profile")
@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     options = parse_args(argv)
     out = options.out or Path(tempfile.mkdtemp(prefix="celeriac-bench-"))
     out.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     systems = available_systems(options)
     bench = Bench(options)
     bench.results["command"] = shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]])

@@ -37,7 +37,7 @@ class Target:
     worker_args: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = python_env()
         env.update(
             BENCH_SYSTEM=self.system,
             BENCH_BROKER=self.broker,
@@ -187,6 +187,26 @@ class TargetFactory:
             redis.Redis.from_url(self.broker or "").flushdb()
         else:
             target.client("purge")
+
+
+def python_env() -> dict[str, str]:
+    """This environment, but Python may use and write cached bytecode, as an install does.
+
+    Without that (``PYTHONDONTWRITEBYTECODE`` is set on some development machines), every
+    process compiles every module it imports from source, and start-up measures the compiler.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_bytecode() -> None:
+    """Compile celeriac and the benchmark modules once, as ``pip install`` does."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO_DIR / "celeriac"), str(BENCH_DIR)],
+        env=python_env(),
+        check=True,
+    )
 
 
 def scheme(url: str) -> str:
