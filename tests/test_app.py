@@ -348,3 +348,65 @@ def test_app_as_a_context_manager_closes_its_connections() -> None:
         publisher = app.publisher
         assert publisher is app.publisher
     assert app.publisher is not publisher  # made again on next use
+
+
+def _store(app: Celery, task_id: str, state: str, value: Any) -> None:
+    from celeriac.protocol.results import build_meta, exception_to_dict
+
+    result = exception_to_dict(value) if isinstance(value, BaseException) else value
+    app.backend.store([build_meta(task_id, state, result)])
+
+
+def test_chord_unlock_sends_the_body_once_the_header_is_ready() -> None:
+    name = f"chord-{next(_names)}"
+    app = memory_app(broker=f"memory://{name}", backend=f"memory://{name}")
+    _store(app, "h1", "SUCCESS", 1)
+    _store(app, "h2", "SUCCESS", 2)
+    body = app.signature("proj.collect", options={"task_id": "body-id"})
+    header = [[["h1", None], None], [["h2", None], None]]  # Celery's as_tuple() form
+    unlock = app.tasks["celery.chord_unlock"]
+    unlock.apply(("group-id", dict(body)), {"interval": 0, "result": header}).get()
+    [delivery] = app.create_transport().fetch(["celery"], 10, 0.1)
+    assert delivery.envelope.headers["task"] == "proj.collect"
+    assert delivery.envelope.headers["id"] == "body-id"
+    from celeriac.protocol.message import decode_task_body
+
+    assert decode_task_body(delivery.envelope, None).args == [[1, 2]]
+
+
+def test_chord_unlock_fails_the_body_when_a_header_task_failed() -> None:
+    from celeriac.exceptions import ChordError
+
+    name = f"chord-{next(_names)}"
+    app = memory_app(broker=f"memory://{name}", backend=f"memory://{name}")
+    _store(app, "ok", "SUCCESS", 1)
+    _store(app, "bad", "FAILURE", ValueError("broken member"))
+    body = app.signature("proj.collect", options={"task_id": "failed-body"})
+    header = [[["ok", None], None], [["bad", None], None]]
+    app.tasks["celery.chord_unlock"].apply(("g", dict(body)), {"result": header}).get()
+    assert app.create_transport().fetch(["celery"], 10, 0.05) == []
+    failed = app.AsyncResult("failed-body")
+    assert failed.state == "FAILURE"
+    assert isinstance(failed.result, ChordError)
+    assert "bad" in str(failed.result) and "broken member" in str(failed.result)
+
+
+def test_chord_unlock_retries_while_the_header_is_pending() -> None:
+    from celeriac.exceptions import MaxRetriesExceededError
+
+    name = f"chord-{next(_names)}"
+    app = memory_app(broker=f"memory://{name}", backend=f"memory://{name}")
+    _store(app, "done", "SUCCESS", 1)
+    body = app.signature("proj.collect")
+    header = [[["done", None], None], [["still-running", None], None]]
+    outcome = app.tasks["celery.chord_unlock"].apply(
+        ("g", dict(body)), {"interval": 0, "max_retries": 0, "result": header}
+    )
+    assert isinstance(outcome.result, MaxRetriesExceededError)
+    assert app.create_transport().fetch(["celery"], 10, 0.05) == []
+
+
+def test_builtin_chain_task_is_not_runnable() -> None:
+    app = memory_app()
+    with pytest.raises(NotImplementedError):
+        app.tasks["celery.chain"].apply(throw=True)

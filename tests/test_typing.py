@@ -37,7 +37,10 @@ def actual_findings(output: str) -> set[tuple[str, int, str]]:
         match = _OUTPUT.match(line)
         if match is None:
             continue
-        name, number = Path(match["path"]).name, int(match["line"])
+        path = Path(match["path"])
+        if path.parent.name != CASES.name:
+            continue  # the package itself is checked by CI's own mypy run
+        name, number = path.name, int(match["line"])
         text = match["text"]
         if match["kind"] == "error":
             code = re.search(r"\[([a-z-]+)\]$", text)

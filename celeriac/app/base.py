@@ -169,7 +169,12 @@ class Celery:
     ) -> Callable[[Callable[P, R]], BaseTask[P, R]]: ...
 
     def task(self, *funs: Callable[..., Any], bind: bool = False, **options: Any) -> Any:
-        """Decorator making a task of a function, bare (``@app.task``) or with options."""
+        """Decorator making a task of a function, bare (``@app.task``) or with options.
+
+        With ``bind=True`` the task's arguments, for type checkers, are the function's
+        without ``self``; a bound function that also takes ``**kwargs`` must make ``self``
+        positional-only (``def run(self, /, x, **kwargs)``) for mypy to accept it.
+        """
         if len(funs) == 1 and callable(funs[0]):  # @app.task, or app.task(fun, **options)
             return self._task_from_fun(funs[0], bind=bind, **options)
 

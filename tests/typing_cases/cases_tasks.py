@@ -24,6 +24,11 @@ def bound(self: Task[Any, Any], count: int) -> list[str]:
     return [self.name] * count
 
 
+@app.task(bind=True)
+def bound_open(self: Task[Any, Any], /, count: int, **options: Any) -> int:
+    return count
+
+
 @shared_task
 def shared(text: str) -> bytes:
     return text.encode()
@@ -45,6 +50,8 @@ def calls() -> None:
     greet.delay(name=1)  # E: [arg-type]
     bound.delay(3)
     bound.delay("three")  # E: [arg-type]
+    bound_open.delay(1, anything="goes")
+    bound_open.delay("one")  # E: [arg-type]
     shared.delay("text")
     shared.delay(b"bytes")  # E: [arg-type]
     shared_bound.delay(1.5)
