@@ -16,8 +16,9 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pika
 import pytest
@@ -33,6 +34,7 @@ from tests.conformance.transport_amqp import BROKER, create_vhost, delete_vhost,
 pytestmark = pytest.mark.amqp
 
 Factory = Callable[..., AMQPTransport]
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -293,6 +295,43 @@ def test_reconnects_after_the_broker_closes_the_connection(
     assert any("reconnected to" in r.getMessage() for r in caplog.records)
 
 
+def test_rides_out_an_outage_with_one_line_per_retry(
+    vhost: str, queue: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    forwarder = Forwarder()
+    options = TransportOptions(transport_options={"interval_step": 0.1}, connection_max_retries=50)
+    transport = AMQPTransport(f"amqp://guest:guest@127.0.0.1:{forwarder.port}/{vhost}", options)
+    try:
+        transport.publish(numbered(queue, 5))
+        held = transport.fetch([queue], 2, 10.0)
+
+        def restore_after_two_retries() -> None:
+            while sum("retry" in r.getMessage() for r in caplog.records) < 2:
+                time.sleep(0.01)
+            forwarder.restore()
+
+        with caplog.at_level(logging.INFO, logger="celeriac.transports.amqp"):
+            forwarder.outage()
+            transport.ack(held)  # the socket is gone: void, must not raise
+            restorer = threading.Thread(target=restore_after_two_retries)
+            restorer.start()
+            back = fetch_all(transport, queue, 5)
+            restorer.join(10)
+            transport.ack(back)
+    finally:
+        transport.close()
+        forwarder.close()
+
+    assert sorted(numbers(back)) == [0, 1, 2, 3, 4]
+    assert {d.envelope.headers["n"] for d in back if d.redelivered} == {0, 1}
+    messages = [r.getMessage() for r in caplog.records]
+    retries = [m for m in messages if "cannot connect" in m]
+    assert len(retries) >= 2 and all("retry" in m for m in retries)
+    ours = [r for r in caplog.records if r.name == "celeriac.transports.amqp"]
+    assert all(r.exc_info is None for r in ours)  # no traceback flood
+    assert forwarder.connections == 2
+
+
 def test_consumers_and_declarations_come_back_after_a_reconnect(
     make: Factory, vhost: str, queue: str
 ) -> None:
@@ -500,45 +539,65 @@ def test_prefetch_window_grows_when_held_messages_are_not_acked(make: Factory, q
 # -- TLS -------------------------------------------------------------------------------------
 
 
-class TLSTerminator:
-    """Accepts TLS on a local port and forwards the plain bytes to the broker's AMQP port,
-    standing in for a RabbitMQ TLS listener (the local broker has none)."""
+class Forwarder:
+    """A local port whose connections are forwarded to the broker's AMQP port.
 
-    def __init__(self, certfile: Path, keyfile: Path) -> None:
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(certfile, keyfile)
-        self.handshakes = 0
+    With a server ``SSLContext`` it terminates TLS, standing in for a RabbitMQ TLS listener
+    (the local broker has none). ``outage()`` drops every connection and refuses new ones
+    until ``restore()``: the broker seen from the client going away and coming back,
+    without disturbing anybody else's use of the shared broker.
+    """
+
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+        self.context = context
+        self.connections = 0
         self.loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.server = self.loop.run_until_complete(
-            asyncio.start_server(self._forward, "127.0.0.1", 0, ssl=self.context)
-        )
-        self.port: int = self.server.sockets[0].getsockname()[1]
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+        self.server = self._call(self._listen())
+        self.port = self.server.sockets[0].getsockname()[1]
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if not self.loop.is_running():
+            return self.loop.run_until_complete(coroutine)
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
+    async def _listen(self) -> asyncio.Server:
+        return await asyncio.start_server(self._forward, "127.0.0.1", self.port, ssl=self.context)
+
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.handshakes += 1
+        self.connections += 1
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
+        self._writers |= {writer, up_writer}
         try:
             await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
         finally:
             for stream in (writer, up_writer):
                 stream.close()
+                self._writers.discard(stream)
             self._tasks.discard(task)
 
-    def close(self) -> None:
-        async def stop() -> None:
-            self.server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.server.wait_closed()
+    async def _stop(self) -> None:
+        self.server.close()
+        for writer in list(self._writers):  # both ends see the connection drop
+            writer.transport.abort()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.wait_closed()
 
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+    def outage(self) -> None:
+        self._call(self._stop())
+
+    def restore(self) -> None:
+        self.server = self._call(self._listen())
+
+    def close(self) -> None:
+        self._call(self._stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
@@ -554,7 +613,7 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 @pytest.fixture
-def tls_terminator(tmp_path: Path) -> Iterator[tuple[TLSTerminator, Path]]:
+def tls_terminator(tmp_path: Path) -> Iterator[tuple[Forwarder, Path]]:
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
@@ -563,13 +622,15 @@ def tls_terminator(tmp_path: Path) -> Iterator[tuple[TLSTerminator, Path]]:
          "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    terminator = TLSTerminator(certfile, keyfile)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certfile, keyfile)
+    terminator = Forwarder(context)
     yield terminator, certfile
     terminator.close()
 
 
 def test_amqps_connects_over_tls_and_verifies_the_certificate(
-    tls_terminator: tuple[TLSTerminator, Path], vhost: str, queue: str
+    tls_terminator: tuple[Forwarder, Path], vhost: str, queue: str
 ) -> None:
     terminator, certfile = tls_terminator
     url = f"amqps://guest:guest@localhost:{terminator.port}/{vhost}"
@@ -585,4 +646,4 @@ def test_amqps_connects_over_tls_and_verifies_the_certificate(
     finally:
         trusted.close()
         untrusted.close()
-    assert terminator.handshakes >= 1
+    assert terminator.connections >= 1

@@ -220,10 +220,11 @@ class AMQPTransport:
                     self._interval_start + self._interval_step * (attempt - 1), self._interval_max
                 )
                 limit = "∞" if self._max_retries is None else self._max_retries
+                where = broker.describe()
+                reason = str(exc) if where in str(exc) else f"{where}: {exc}"
                 logger.warning(
-                    "cannot connect to %s: %s; retry %d/%s in %.1fs",
-                    broker.describe(),
-                    exc,
+                    "%s; retry %d/%s in %.1fs",
+                    reason,
                     attempt,
                     limit,
                     delay,
