@@ -69,6 +69,8 @@ CELERY_DEFAULTS = {
 def _no_environment_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    monkeypatch.delenv("CELERY_BROKER_READ_URL", raising=False)
+    monkeypatch.delenv("CELERY_BROKER_WRITE_URL", raising=False)
 
 
 def test_defaults_have_celery_names_and_values() -> None:
@@ -326,6 +328,8 @@ def test_environment_urls_are_a_fallback(monkeypatch: pytest.MonkeyPatch) -> Non
     explicit = Celery("env2", broker="memory://explicit", set_as_current=False)
     assert explicit.conf.broker_url == "memory://explicit"
     assert explicit.conf.result_backend == "memory://env-results"
+    monkeypatch.setenv("CELERY_BROKER_WRITE_URL", "memory://env-write")
+    assert Celery("env4", set_as_current=False).conf.broker_write_url == "memory://env-write"
     configured = Celery("env3", set_as_current=False)
     configured.config_from_object({"broker_url": "memory://configured"})
     assert configured.conf.broker_url == "memory://configured"

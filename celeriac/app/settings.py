@@ -2,8 +2,9 @@
 
 Precedence, highest first, as Celery documents it: changes made at runtime (constructor
 arguments, ``conf.update``, attribute or item assignment); configuration objects
-(``config_from_object``, later ones over earlier ones); the ``CELERY_BROKER_URL`` /
-``CELERY_RESULT_BACKEND`` environment variables; defaults (the table, then ``add_defaults``).
+(``config_from_object``, later ones over earlier ones); the ``CELERY_BROKER_URL``,
+``CELERY_BROKER_READ_URL``, ``CELERY_BROKER_WRITE_URL`` and ``CELERY_RESULT_BACKEND``
+environment variables; defaults (the table, then ``add_defaults``).
 Unlike Celery, an environment variable never beats a value given in code, and
 ``config_from_object`` loads at once, so a bad path fails where it is called rather than on
 first use.
@@ -26,6 +27,8 @@ from celeriac.exceptions import ImproperlyConfigured
 
 _ENVIRONMENT_FALLBACKS = {
     "broker_url": "CELERY_BROKER_URL",
+    "broker_read_url": "CELERY_BROKER_READ_URL",
+    "broker_write_url": "CELERY_BROKER_WRITE_URL",
     "result_backend": "CELERY_RESULT_BACKEND",
 }
 
