@@ -379,3 +379,28 @@ def test_lost_chain_step_fails_the_rest_of_the_chain(app: Celery, transport: Tra
     with pytest.raises(WorkerLostError):
         result.get(timeout=1)
     assert sent(transport) == []  # nothing else runs
+
+
+# -- in process: apply() and task_always_eager ----------------------------------------------
+
+
+def test_workflows_apply_in_process(app: Celery, transport: Transport) -> None:
+    add, tsum = app.tasks["canvas.add"], app.tasks["canvas.tsum"]
+    result = chain(add.s(1, 2), add.s(3), add.s(4)).apply()
+    assert result.get() == 10 and result.parent.get() == 6 and result.parent.parent.get() == 3
+    assert group(add.s(i, i) for i in range(3)).apply().get() == [0, 2, 4]
+    chorded = chord([add.s(1, 1), add.s(2, 2)], tsum.s()).apply()
+    assert chorded.get() == 6 and chorded.parent.get() == [2, 4]
+    assert (add.s(1, 1) | group(add.s(1), add.s(2)) | tsum.s()).apply().get() == 7
+    assert add.chunks([(1, 1), (2, 2), (3, 3)], 2).apply().get() == [[2, 4], [6]]
+    assert sent(transport) == []  # nothing went to the broker
+
+
+def test_task_always_eager_runs_workflows_in_process(app: Celery, transport: Transport) -> None:
+    app.conf.task_always_eager = True
+    add, tsum = app.tasks["canvas.add"], app.tasks["canvas.tsum"]
+    assert chain(add.s(1, 2), add.s(3)).delay().get() == 6
+    assert group(add.s(1, 1), add.s(2, 2)).delay().get() == [2, 4]
+    assert chord([add.s(1, 1), add.s(2, 2)])(tsum.s()).get() == 6
+    assert (add.s(1, 1) | chord([add.s(1), add.s(2)], tsum.s()) | add.s(10)).delay().get() == 17
+    assert sent(transport) == []

@@ -86,5 +86,13 @@ class chunks(Signature[Any]):
         """Send the chunks as a group: the result is a ``GroupResult`` of chunk lists."""
         return self.group().apply_async(args, kwargs, **{**self.options, **options})
 
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        return self.group().apply(args, kwargs, **{**self.options, **options})
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)

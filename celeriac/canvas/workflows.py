@@ -146,6 +146,8 @@ class chain(Signature[Any]):
         route_name: str | None = None,
         **options: Any,
     ) -> Any:
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
         options = {**self.options, **options}
         steps, results = self._prepare(options)
         first, rest = steps[0], steps[1:]
@@ -153,6 +155,27 @@ class chain(Signature[Any]):
         remaining = [dict(step) for step in reversed(rest)]
         first.apply_async(args, kwargs, chain=remaining or None, **options)
         return results[-1]
+
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run the steps here, one after the other (as Celery does: a failure raises)."""
+        options = {**self.options, **options}
+        result: Any = None
+        for step in self._flat_steps():
+            if result is None:
+                step_result = step.apply(args, kwargs, **options)
+            else:
+                value = result.get(disable_sync_subtasks=False)
+                step_result = step.apply((value,), **options)
+            _oldest(step_result).parent = result
+            result = step_result
+        if result is None:
+            raise ValueError("cannot apply an empty chain")
+        return result
 
     def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
         options = dict(self.options)
@@ -264,6 +287,8 @@ class group(Signature[Any]):
     ) -> Any:
         from celeriac.result import GroupResult
 
+        if self.app.conf.task_always_eager:
+            return self.apply(args, kwargs, **options)
         options = {**self.options, **options}
         if options.get("chain"):
             # Something runs after this group: it receives the list, so this is a chord.
@@ -285,6 +310,20 @@ class group(Signature[Any]):
                 results.append(member.apply_async(args, kwargs, **member_options))
         self._send_batch(app, plain, args, kwargs)
         return GroupResult(group_id, results, app=app)
+
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Run the members here, one after the other; a ``GroupResult`` of their results."""
+        from celeriac.result import GroupResult
+
+        options = {**self.options, **options}
+        group_id = self._group_id(options)
+        results = [member.apply(args, kwargs, **options) for member in self.tasks]
+        return GroupResult(group_id, results, app=self.app)
 
     @staticmethod
     def _send_batch(
@@ -464,6 +503,8 @@ class chord(Signature[Any]):
         **options: Any,
     ) -> AsyncResult:
         app = self.app
+        if app.conf.task_always_eager:
+            return self.apply(args, kwargs, body=body, **options)  # type: ignore[no-any-return]
         if not app.backend.capabilities.enabled:
             raise ImproperlyConfigured(
                 "a chord needs a result backend to count its header; set result_backend"
@@ -475,6 +516,24 @@ class chord(Signature[Any]):
         else:
             header.apply_async(args, kwargs, chord=dict(body_sig), **options)
         return body_result  # type: ignore[no-any-return]
+
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        body: Any = None,
+        propagate: bool = True,
+        **options: Any,
+    ) -> Any:
+        """Run the header here, then the body with the header's results."""
+        body_sig = Signature.from_dict(body, app=self._app) if body is not None else self.body
+        if body_sig is None:
+            raise ValueError("a chord needs a body")
+        header_result = group(self.header, app=self._app).apply(args, kwargs)
+        values = header_result.get(propagate=propagate, disable_sync_subtasks=False)
+        result = body_sig.apply((values,), **{**self.options, **options})
+        _oldest(result).parent = header_result
+        return result
 
     def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
         options = dict(self.options)

@@ -39,7 +39,7 @@ HERE = Path(__file__).parent
 app = Celery(
     "{name}",
     broker=f"sqlite:///{{HERE}}/broker.db",
-    backend=f"db+sqlite:///{{HERE}}/results.db",
+    backend={backend},
 )
 
 
@@ -126,8 +126,16 @@ def slow_add(x, y, delay):
 """
 
 
-def _import_project(directory: Path, name: str) -> ModuleType:
-    write_project(directory, {f"{name}.py": TASKS.format(name=name)})
+#: Result backends the workflows run on (the broker is the embedded SQLite one).
+BACKENDS = {
+    "sqlite": 'f"db+sqlite:///{HERE}/results.db"',
+    "redis": '"redis://127.0.0.1:6379/9"',
+}
+
+
+def _import_project(directory: Path, name: str, backend: str) -> ModuleType:
+    source = TASKS.format(name=name, backend=BACKENDS[backend])
+    write_project(directory, {f"{name}.py": source})
     sys.path.insert(0, str(directory))
     return importlib.import_module(name)
 
@@ -138,12 +146,14 @@ def _forget_project(directory: Path, module: ModuleType) -> None:
     sys.modules.pop(module.__name__, None)
 
 
-@pytest.fixture(scope="module")
-def wf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+@pytest.fixture(scope="module", params=list(BACKENDS))
+def wf(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ModuleType]:
     """The tasks module, with one prefork worker running it."""
     directory = tmp_path_factory.mktemp("workflows")
-    module = _import_project(directory, "wf_tasks")
-    worker = WorkerProcess(directory, "wf_tasks", ["-P", "prefork", "-c", "2"]).wait_ready()
+    module = _import_project(directory, f"wf_tasks_{request.param}", request.param)
+    worker = WorkerProcess(directory, module.__name__, ["-P", "prefork", "-c", "2"]).wait_ready()
     module.worker = worker
     yield module
     worker.stop()
@@ -380,9 +390,9 @@ def test_map_starmap_and_chunks(wf: ModuleType) -> None:
 # -- chord reliability --------------------------------------------------------------------
 
 
-@pytest.fixture
-def own_project(tmp_path: Path) -> Iterator[ModuleType]:
-    module = _import_project(tmp_path, f"wf_own_{uuid.uuid4().hex[:8]}")
+@pytest.fixture(params=list(BACKENDS))
+def own_project(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ModuleType]:
+    module = _import_project(tmp_path, f"wf_own_{uuid.uuid4().hex[:8]}", request.param)
     yield module
     _forget_project(tmp_path, module)
 
@@ -438,7 +448,9 @@ def test_chord_completes_once_after_worker_killed_mid_header(
     _wait_for(lambda: members.completed_count() >= 2, what="two header members to finish")
     assert members.completed_count() < size
     # The whole worker dies at once (as when its machine fails): parent and pool children.
-    for pid in [*_children(first.process.pid), first.process.pid]:
+    # The parent goes first, so that it cannot replace the children killed after it.
+    children = _children(first.process.pid)
+    for pid in [first.process.pid, *children]:
         os.kill(pid, signal.SIGKILL)
     first.process.wait()
     start_worker(Path(wf.HERE), wf.__name__, "-P", "prefork", "-c", "2")
