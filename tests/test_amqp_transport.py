@@ -295,6 +295,21 @@ def test_reconnects_after_the_broker_closes_the_connection(
     assert any("reconnected to" in r.getMessage() for r in caplog.records)
 
 
+def test_unconfirmed_publish_after_a_quiet_spell_notices_a_closed_connection(
+    make: Factory, vhost: str, queue: str
+) -> None:
+    publisher = make(confirm_publish=False)
+    publisher.publish(numbered(queue, 1))
+    close_connections(vhost)
+    closed_at = time.monotonic()
+    while time.monotonic() - closed_at < 1.0:  # "quiet" is a matter of time by definition
+        time.sleep(0.05)
+
+    publisher.publish(numbered(queue, 2)[1:])  # must not vanish into the dead socket
+
+    assert numbers(fetch_all(make(), queue, 2)) == [0, 1]
+
+
 def test_rides_out_an_outage_with_one_line_per_retry(
     vhost: str, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -121,7 +121,7 @@ class AMQPConnection:
         self._rest = b""
         self._replies: dict[int, deque[Any]] = {}
         self._content: dict[int, _PendingContent] = {}
-        self._last_sent = self._last_received = time.monotonic()
+        self._last_sent = self._last_received = self._last_pumped = time.monotonic()
         self._next_channel = 1
 
     # -- opening and closing -----------------------------------------------------------
@@ -289,13 +289,20 @@ class AMQPConnection:
             raise ConnectionLost(f"send failed: {exc}") from exc
         self._last_sent = time.monotonic()
 
+    def poll_if_idle(self, idle: float = 1.0) -> None:
+        """Before writing after a quiet spell, read what came in meanwhile: a broker that
+        dropped an idle connection is noticed now, not after the message is gone."""
+        if time.monotonic() - self._last_pumped >= idle:
+            self.pump(0)
+
     def pump(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds (None: until something arrives) for data and
         dispatch every complete frame. Returns whether anything arrived."""
         sock = self._sock
         if sock is None:
             raise ConnectionLost("connection is closed")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        self._last_pumped = time.monotonic()
+        deadline = None if timeout is None else self._last_pumped + timeout
         while True:
             wait = self._beat()
             if deadline is not None:

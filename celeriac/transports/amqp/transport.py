@@ -116,6 +116,7 @@ class AMQPTransport:
         def publish_batch(conn: AMQPConnection) -> None:
             nonlocal handed_over
             if not handed_over:  # after a reconnect, only the waiting is left to do
+                conn.poll_if_idle()
                 for envelope in envelopes:
                     if not envelope.exchange:
                         self._ensure_queue(conn, envelope.routing_key)
