@@ -623,3 +623,55 @@ def test_reply_queue_is_declared_before_the_first_task_as_celery_declares_it(
             celery_queue(channel).declare()
     finally:
         app.close()
+
+
+def _amqp_backend(url: str, oid: str | None = None) -> RPCBackend:
+    from celeriac.transports.amqp import AMQPTransport
+
+    return RPCBackend(
+        "rpc://", BackendOptions(transport_factory=lambda: AMQPTransport(url), oid=oid)
+    )
+
+
+@pytest.mark.celery
+@pytest.mark.amqp
+def test_a_reply_to_a_missing_queue_makes_it_as_celery_would_with_an_expiry(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    kombu = pytest.importorskip("kombu")
+    url = broker_url("amqp", tmp_path, request)
+    worker, client_id = _amqp_backend(url), new_id()
+    try:
+        worker.store([reply(new_id(), states.SUCCESS, 1, client_id)])  # its client is gone
+        with kombu.Connection(url) as connection:
+            channel = connection.default_channel
+            assert channel.queue_declare(client_id, passive=True)[1] == 1  # the reply waits
+            # ... in a queue that goes away unused, as Celery declares it.
+            kombu.Queue(
+                client_id, kombu.Exchange(None), client_id,
+                durable=True, auto_delete=True, expires=86400.0,
+            )(channel).declare()  # fmt: skip
+    finally:
+        worker.close()
+
+
+@pytest.mark.celery
+@pytest.mark.amqp
+def test_a_reply_queue_declared_with_other_arguments_is_still_used(
+    tmp_path: Path, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    kombu = pytest.importorskip("kombu")
+    url = broker_url("amqp", tmp_path, request)
+    client_id, task_id = new_id(), new_id()
+    with kombu.Connection(url) as connection:  # as another Celery version might have
+        kombu.Queue(client_id, kombu.Exchange(None), client_id, durable=False)(
+            connection.default_channel
+        ).declare()
+    worker, client = _amqp_backend(url), _amqp_backend(url, oid=client_id)
+    try:
+        worker.store([reply(task_id, states.SUCCESS, "kept", client_id)])
+        assert client.wait([task_id], timeout=10, interval=0.1)[0]["result"] == "kept"
+        assert "Cannot declare reply queue" in caplog.text
+    finally:
+        worker.close()
+        client.close()

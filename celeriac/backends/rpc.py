@@ -59,6 +59,8 @@ _FETCH_ROUNDS = 20
 _WAIT_SLICE = 5.0
 #: Ready metas already returned to a caller, kept for later reads of the same task.
 _KEPT_AFTER_READ = 10_000
+#: Reply queues a connection remembers having declared (one per client a worker answers).
+_DECLARED_KEPT = 10_000
 #: Celery's RPC results are transient messages (``result_persistent`` is off by default).
 _TRANSIENT = 1
 
@@ -111,15 +113,30 @@ class _Link:
         self._factory = factory
         self._transport: _Transport | None = None
         self._pid = 0
-        #: The reply queue was declared on this connection.
-        self.declared = False
+        #: Reply queues declared on this connection.
+        self.declared: set[str] = set()
 
     def get(self) -> _Transport:
         if self._transport is None or self._pid != os.getpid():
             self._transport = cast(_Transport, self._factory())
             self._pid = os.getpid()
-            self.declared = False
+            self.declared = set()
         return self._transport
+
+    def declare(self, queue: ReplyQueue) -> None:
+        """Declare the queue once per connection; one that exists otherwise is kept as is."""
+        if queue.name in self.declared:
+            return
+        transport = self.get()
+        try:
+            transport.declare([queue])
+        except Exception as exc:
+            # It exists with other arguments (declared by another Celery version or with
+            # another result_expires): still usable, so publish and read anyway.
+            logger.warning("Cannot declare reply queue %s: %s", queue.name, exc)
+        if len(self.declared) >= _DECLARED_KEPT:
+            self.declared.clear()
+        self.declared.add(queue.name)
 
     def drop(self) -> None:
         transport, self._transport = self._transport, None
@@ -152,8 +169,8 @@ class RPCBackend:
         self._content_encoding = serializer.content_encoding
         self._accept = options.accept
         expires = options.expires
-        arguments = {"x-expires": max(1, int(expires * 1000))} if expires else {}
-        self.reply_queue = ReplyQueue(self.oid, arguments)
+        self._queue_arguments = {"x-expires": max(1, int(expires * 1000))} if expires else {}
+        self.reply_queue = ReplyQueue(self.oid, self._queue_arguments)
         self._producer = _Link(options.transport_factory)
         self._producer_lock = threading.Lock()
         self._consumer = _Link(options.transport_factory)
@@ -174,10 +191,16 @@ class RPCBackend:
         if not replies:
             return
         with self._producer_lock:
+            link = self._producer
             try:
-                self._producer.get().publish(replies)
+                # The client declares its queue before sending tasks; declaring it here too
+                # (once per client) means a queue gone with its client comes back with an
+                # expiry, not as a plain queue that would stay forever (RabbitMQ).
+                for name in {reply.routing_key for reply in replies} - link.declared:
+                    link.declare(ReplyQueue(name, self._queue_arguments))
+                link.get().publish(replies)
             except Exception:
-                self._producer.drop()
+                link.drop()
                 raise
 
     def _reply(self, meta: Mapping[str, Any]) -> Envelope:
@@ -280,17 +303,8 @@ class RPCBackend:
 
     def _reader(self) -> _Transport:
         """The reading connection, with the reply queue declared on it."""
-        link = self._consumer
-        transport = link.get()
-        if not link.declared:
-            try:
-                transport.declare([self.reply_queue])
-            except Exception as exc:
-                # It may exist with other arguments (declared by an older Celery client,
-                # or made plain by a broker that a reply reached first): still readable.
-                logger.warning("Cannot declare reply queue %s: %s", self.oid, exc)
-            link.declared = True
-        return transport
+        self._consumer.declare(self.reply_queue)
+        return self._consumer.get()
 
     def _receive(self, timeout: float) -> tuple[list[tuple[str, Meta]], Exception | None]:
         """Fetch, decode and ack replies; the broker is only called here (lock released).
