@@ -255,8 +255,9 @@ class RPCBackend:
             self._drain(0.0)
             while True:
                 pending = [task_id for task_id in pending if not self._is_ready(task_id)]
-                if not pending:
-                    return [_copy(self._take(task_id)) or {} for task_id in task_ids]
+                if not pending:  # every meta is there now
+                    taken = [self._take(task_id) for task_id in task_ids]
+                    return [dict(meta) for meta in taken if meta is not None]
                 slice_ = _WAIT_SLICE
                 if deadline is not None:
                     slice_ = min(slice_, deadline - time.monotonic())
