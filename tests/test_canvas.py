@@ -28,8 +28,9 @@ SIGNATURE_KEYS = {"task", "args", "kwargs", "options", "subtask_type", "immutabl
 class Captured:
     """A decoded task message: headers, args, kwargs and embed."""
 
-    def __init__(self, headers: dict[str, Any], body: Any) -> None:
+    def __init__(self, headers: dict[str, Any], properties: dict[str, Any], body: Any) -> None:
         self.headers = headers
+        self.properties = properties
         self.args, self.kwargs, self.embed = body.args, body.kwargs, body.embed
         self.id = headers["id"]
 
@@ -67,7 +68,11 @@ def sent(transport: Transport) -> list[Captured]:
     deliveries = transport.fetch(["celery"], 1000, 0.05)
     transport.ack(deliveries)
     return [
-        Captured(delivery.envelope.headers, decode_task_body(delivery.envelope, None))
+        Captured(
+            delivery.envelope.headers,
+            delivery.envelope.properties,
+            decode_task_body(delivery.envelope, None),
+        )
         for delivery in deliveries
     ]
 
@@ -226,6 +231,9 @@ def test_chain_message(app: Celery, transport: Transport) -> None:
     assert message.id == result.parent.parent.id and result.parent.parent.parent is None
     assert message.headers["root_id"] == message.id
     assert {last["options"]["root_id"], middle["options"]["root_id"]} == {message.id}
+    # Results of steps sent by workers still come back here with rpc://.
+    assert {last["options"]["reply_to"], middle["options"]["reply_to"]} == {app.oid}
+    assert message.properties["reply_to"] == app.oid
 
 
 def test_chain_options(app: Celery, transport: Transport) -> None:

@@ -221,6 +221,9 @@ class Signature(dict[str, Any], Generic[R]):
             options["task_id"] = str(uuid.uuid4())
         if group_id is not None:
             options["group_id"] = group_id
+        # As Celery does: results of later workflow steps (sent by workers) still go back
+        # to this client when the result backend is ``rpc://``.
+        options.setdefault("reply_to", self.app.oid)
         from celeriac.result import AsyncResult
 
         return AsyncResult(options["task_id"], app=self.app, task_name=self.task)

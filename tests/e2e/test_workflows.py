@@ -131,10 +131,12 @@ BACKENDS = {
     "sqlite": 'f"db+sqlite:///{HERE}/results.db"',
     "redis": '"redis://127.0.0.1:6379/9"',
 }
+#: Results as messages to the client: no chords (Celery has none there either).
+RPC_BACKEND = '"rpc://"'
 
 
 def _import_project(directory: Path, name: str, backend: str) -> ModuleType:
-    source = TASKS.format(name=name, backend=BACKENDS[backend])
+    source = TASKS.format(name=name, backend=BACKENDS.get(backend, RPC_BACKEND))
     write_project(directory, {f"{name}.py": source})
     sys.path.insert(0, str(directory))
     return importlib.import_module(name)
@@ -457,3 +459,17 @@ def test_chord_completes_once_after_worker_killed_mid_header(
     assert result.get(timeout=TIMEOUT) == sum(range(1, size + 1))
     assert members.get(timeout=TIMEOUT) == list(range(1, size + 1))
     assert _lines(Path(wf.HERE, marker)) == 1
+
+
+def test_chain_and_group_with_rpc_results(
+    tmp_path: Path, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    wf = _import_project(tmp_path, f"wf_rpc_{uuid.uuid4().hex[:8]}", "rpc")
+    try:
+        start_worker(tmp_path, wf.__name__, "-P", "prefork", "-c", "2")
+        # Later steps are sent by the worker: their results still come back to this client.
+        result = chain(wf.add.s(1, 2), wf.add.s(3), wf.mul.s(10)).apply_async()
+        assert result.get(timeout=TIMEOUT) == 60
+        assert group(wf.add.s(i, i) for i in range(4)).delay().get(timeout=TIMEOUT) == [0, 2, 4, 6]
+    finally:
+        _forget_project(tmp_path, wf)
