@@ -186,7 +186,7 @@ def test_long_task_in_a_live_worker_is_not_run_twice(
 ) -> None:
     directory, wtasks = load(project, tmp_path, TASKS)
     start_worker(directory, "wtasks", "-c", "1", "-n", "first@%h")
-    held = wtasks.long_late.delay(3.0)
+    held = wtasks.long_late.delay(2.0)
     wait_until(lambda: runs(directory, held.id), message="task started")
 
     # A second consumer looks for dead holders about once a second while the task runs.

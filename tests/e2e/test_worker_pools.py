@@ -47,7 +47,7 @@ def test_pool_runs_tasks_and_returns_results(
     pool: str, project: Project, tmp_path: Path, start_worker: StartWorker
 ) -> None:
     directory, wtasks = load(project, tmp_path, TASKS)
-    worker = start_worker(directory, "wtasks", "-P", pool, "-c", "2")
+    worker = start_worker(directory, "wtasks", "-P", pool, "-c", "2", "-n", "alpha@%h")
 
     results = [wtasks.add.delay(n, n) for n in range(20)]
 
@@ -58,20 +58,24 @@ def test_pool_runs_tasks_and_returns_results(
         assert pid != worker.process.pid  # ran in a child process
     else:
         assert pid == worker.process.pid  # ran inside the worker process itself
+    # -n names the node; tasks see it as their request's hostname.
+    assert wtasks.who.delay().get(timeout=10) == f"alpha@{socket.gethostname()}"
 
 
-def test_prefork_concurrency_is_the_number_of_child_processes(
+def test_prefork_is_the_default_and_concurrency_is_its_number_of_children(
     project: Project, tmp_path: Path, start_worker: StartWorker
 ) -> None:
     directory, wtasks = load(project, tmp_path, TASKS)
-    worker = start_worker(directory, "wtasks", "-P", "prefork", "-c", "2")
+    worker = start_worker(directory, "wtasks", "-c", "2")
 
     # Slow enough that both children must take part: four at once on two processes.
     results = [wtasks.where.delay(0.3) for _ in range(4)]
     pids = {pid for pid, _ in (result.get(timeout=10) for result in results)}
 
+    assert "(prefork)" in worker.output
     assert len(pids) == 2
     assert worker.process.pid not in pids
+    assert os.getpid() not in pids
 
 
 def test_threads_concurrency_is_the_number_of_threads(
@@ -105,28 +109,6 @@ def test_worker_consumes_only_the_queues_named_by_dash_q(
         assert transport.size("beta") == 1
         [left] = take_all(transport, "beta")
         assert left.envelope.headers["id"] == elsewhere.id
-
-
-@pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
-def test_hostname_from_dash_n_is_in_the_request(
-    pool: str, project: Project, tmp_path: Path, start_worker: StartWorker
-) -> None:
-    directory, wtasks = load(project, tmp_path, TASKS)
-    start_worker(directory, "wtasks", "-P", pool, "-c", "1", "-n", "alpha@%h")
-
-    assert wtasks.who.delay().get(timeout=10) == f"alpha@{socket.gethostname()}"
-
-
-def test_default_pool_is_prefork(
-    project: Project, tmp_path: Path, start_worker: StartWorker
-) -> None:
-    directory, wtasks = load(project, tmp_path, TASKS)
-    worker = start_worker(directory, "wtasks", "-c", "1")
-
-    pid, _ = wtasks.where.delay().get(timeout=10)
-
-    assert "(prefork)" in worker.output
-    assert pid not in (worker.process.pid, os.getpid())
 
 
 def test_quick_result_is_not_held_back_by_a_slow_task_in_the_same_batch(

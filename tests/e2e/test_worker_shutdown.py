@@ -11,32 +11,35 @@ from types import ModuleType
 
 import pytest
 
-from tests.e2e.worker_harness import broker, load, take_all, wait_until
+from celeriac.result import AsyncResult
+from tests.e2e.worker_harness import broker, load, open_gate, runs, take_all, wait_until
 from tests.support import WorkerProcess
 
 TASKS = """
-@app.task(bind=True)
-def nap(self, seconds):
-    note(f"started-{self.request.id}")
-    time.sleep(seconds)
+def hold(task_id):
+    note(f"ran-{task_id}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not gate_open(task_id):
+        time.sleep(0.01)
     return "rested"
 
+@app.task(bind=True)
+def nap(self):
+    return hold(self.request.id)
+
 @app.task(bind=True, acks_late=True)
-def late_nap(self, seconds):
-    note(f"started-{self.request.id}")
-    time.sleep(seconds)
-    return "rested"
+def late_nap(self):
+    return hold(self.request.id)
 """
 
 StartWorker = Callable[..., WorkerProcess]
 Project = Callable[[dict[str, str]], Path]
 
 
-def started(directory: Path, *results: object) -> None:
-    """Wait until each task (an AsyncResult) has begun running."""
-    for result in results:
-        marker = directory / f"started-{result.id}"  # type: ignore[attr-defined]
-        wait_until(marker.exists, message=f"task {result.id} started")  # type: ignore[attr-defined]
+def started(directory: Path, *results: AsyncResult) -> None:
+    """Wait until each task has begun running."""
+    for task_id in (result.id for result in results):
+        wait_until(lambda: runs(directory, task_id), message=f"task {task_id} started")  # noqa: B023
 
 
 def queued_ids(wtasks: ModuleType, queue: str = "celery") -> list[str]:
@@ -46,23 +49,30 @@ def queued_ids(wtasks: ModuleType, queue: str = "celery") -> list[str]:
     return [delivery.envelope.headers["id"] for delivery in taken]
 
 
+def warm_stop(worker: WorkerProcess, directory: Path, running: AsyncResult) -> int:
+    """SIGTERM while ``running`` runs; the worker waits for it, then exits."""
+    worker.process.send_signal(signal.SIGTERM)
+    worker.wait_for_output("Warm shutdown")
+    assert worker.process.poll() is None  # still waiting for the running task
+    open_gate(directory, running.id)
+    worker.process.wait(timeout=10)  # on its own: another signal would make it a cold one
+    return worker.stop()
+
+
 @pytest.mark.parametrize("pool", ["prefork", "threads", "solo"])
 def test_warm_shutdown_finishes_the_running_task_and_gives_back_the_rest(
     pool: str, project: Project, tmp_path: Path, start_worker: StartWorker
 ) -> None:
     directory, wtasks = load(project, tmp_path, TASKS)
     worker = start_worker(directory, "wtasks", "-P", pool, "-c", "1")
-    running = wtasks.nap.delay(1.0)
-    waiting = [wtasks.nap.delay(0.01) for _ in range(3)]
+    running = wtasks.nap.delay()
+    waiting = [wtasks.nap.delay() for _ in range(3)]
     started(directory, running)
 
-    signalled = time.monotonic()
-    assert worker.stop(signal.SIGTERM) == 0
+    assert warm_stop(worker, directory, running) == 0
 
     assert running.get(timeout=1) == "rested"
-    assert time.monotonic() - signalled < 3.0
-    assert "Warm shutdown" in worker.output
-    assert not any((directory / f"started-{result.id}").exists() for result in waiting)
+    assert not any(runs(directory, result.id) for result in waiting)
     assert all(result.state == "PENDING" for result in waiting)
     assert sorted(queued_ids(wtasks)) == sorted(result.id for result in waiting)
 
@@ -72,11 +82,13 @@ def test_next_worker_runs_what_a_warm_shutdown_gave_back(
 ) -> None:
     directory, wtasks = load(project, tmp_path, TASKS)
     first = start_worker(directory, "wtasks", "-c", "1")
-    running = wtasks.nap.delay(0.5)
-    waiting = [wtasks.nap.delay(0.01) for _ in range(3)]
+    running = wtasks.nap.delay()
+    waiting = [wtasks.nap.delay() for _ in range(3)]
     started(directory, running)
-    assert first.stop(signal.SIGTERM) == 0
+    assert warm_stop(first, directory, running) == 0
 
+    for result in waiting:
+        open_gate(directory, result.id)
     start_worker(directory, "wtasks", "-c", "1")
 
     assert [result.get(timeout=10) for result in [running, *waiting]] == ["rested"] * 4
@@ -87,8 +99,8 @@ def test_cold_shutdown_gives_back_late_acked_tasks_only(
 ) -> None:
     directory, wtasks = load(project, tmp_path, TASKS)
     worker = start_worker(directory, "wtasks", "-c", "2")
-    early = wtasks.nap.delay(30)
-    late = wtasks.late_nap.delay(30)
+    early = wtasks.nap.delay()
+    late = wtasks.late_nap.delay()
     started(directory, early, late)
 
     worker.process.send_signal(signal.SIGTERM)
@@ -107,7 +119,7 @@ def test_sigint_twice_is_also_warm_then_cold(
 ) -> None:
     directory, wtasks = load(project, tmp_path, TASKS)
     worker = start_worker(directory, "wtasks", "-P", "threads", "-c", "1")
-    late = wtasks.late_nap.delay(30)
+    late = wtasks.late_nap.delay()
     started(directory, late)
 
     worker.process.send_signal(signal.SIGINT)
