@@ -39,7 +39,7 @@ logger = logging.getLogger("celeriac.worker")
 #: How often the pool is checked for dead processes and hard time limits (seconds).
 UPKEEP_INTERVAL = 0.25
 #: Longest blocking fetch when idle, so shutdown requests are seen promptly.
-IDLE_FETCH_TIMEOUT = 0.5
+IDLE_FETCH_TIMEOUT = 0.1
 
 
 @dataclass(frozen=True, slots=True)
