@@ -241,6 +241,26 @@ class RedisBackend(KeyValueBackend):
             joined.append({"task_id": member_id, "status": status, "result": result})
         return joined
 
+    def set_chord_size(self, group_id: str, size: int) -> None:
+        """Store a chord's header size before its header is sent, as Celery's client does:
+        a Celery worker counts a chord complete only against this ``.s`` key. A frozen
+        chord applied again keeps its group id, so the last run's claim is dropped."""
+        group_key = self._prefix + GROUP_KEY_PREFIX + group_id
+        unit, amount = _expiry(self.expires)
+
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(f"{group_key}.c")
+            if unit == "EX":
+                pipe.set(f"{group_key}.s", size, ex=amount)
+            elif unit == "PX":
+                pipe.set(f"{group_key}.s", size, px=amount)
+            else:
+                pipe.set(f"{group_key}.s", size)
+            pipe.execute()
+
+        self._call("set_chord_size", write)
+
     def close(self) -> None:
         self._pool.disconnect()
 

@@ -514,6 +514,11 @@ class chord(Signature[Any]):
         if not len(header):
             body_sig.apply_async(([],), **options)
         else:
+            # Celery's workers complete a chord only against a size the client stored
+            # before sending the header (Redis ``.s``); backends without one count alone.
+            set_chord_size = getattr(app.backend, "set_chord_size", None)
+            if set_chord_size is not None:
+                set_chord_size(header.options["task_id"], body_sig["chord_size"])
             header.apply_async(args, kwargs, chord=dict(body_sig), **options)
         return body_result  # type: ignore[no-any-return]
 
