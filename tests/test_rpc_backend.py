@@ -456,6 +456,39 @@ def test_results_the_worker_stores_without_running_the_task_reach_the_client(
         tasks.app.close()
 
 
+def test_a_forked_client_never_takes_its_parents_replies(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    project: Callable[[dict[str, str]], Path],
+    start_worker: Callable[..., WorkerProcess],
+    queue_name: str,
+) -> None:
+    url = broker_url("sqlite", tmp_path, request)
+    directory, tasks = _tasks_module(project, url, queue_name)
+    start_worker(directory, "rpctasks", "-Q", queue_name, "-c", "1")
+    try:
+        parents = tasks.add.delay(1, 1)
+        probe = SQLiteTransport(url)
+        # The parent's replies (STARTED, SUCCESS) wait on the broker, unread.
+        eventually(lambda: probe.size(tasks.app.oid) == 2)
+        probe.close()
+        parent_oid = tasks.app.oid
+        pid = os.fork()
+        if pid == 0:  # the child: its own oid and queue, so it reads only its own reply
+            code = 1
+            try:
+                own = tasks.add.delay(2, 2)
+                code = 0 if tasks.app.oid != parent_oid and own.get(timeout=20) == 4 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert tasks.app.oid == parent_oid
+        assert parents.get(timeout=5) == 2
+    finally:
+        tasks.app.close()
+
+
 # -- wire compatibility with Celery's rpc backend -------------------------------------------
 
 CELERY_TASKS = """

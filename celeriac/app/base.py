@@ -68,7 +68,7 @@ class Celery:
         self.strict_typing = strict_typing
         self.finalized = False
         self.configured = False
-        self.oid = str(uuid.uuid4())
+        self._oid = (os.getpid(), str(uuid.uuid4()))
         self.conf = Settings()
         self._tasks = TaskRegistry()
         self._pending: list[Callable[[], Any]] = []
@@ -332,9 +332,21 @@ class Celery:
         return self.create_transport(url, connection_retry=connection_retry)
 
     @property
+    def oid(self) -> str:
+        """This app's id in this process: the ``reply_to`` of its task messages, the name of
+        its ``rpc://`` reply queue. A forked child gets its own (as Celery's per-thread oid),
+        so processes never take each other's replies."""
+        pid, oid = self._oid
+        if pid != os.getpid():
+            oid = str(uuid.uuid4())
+            self._oid = (os.getpid(), oid)
+        return oid
+
+    @property
     def publisher(self) -> Publisher:
         publisher = self._publisher
-        if publisher is None:
+        # A forked child makes its own: the parent's stamps the parent's oid as reply_to.
+        if publisher is None or publisher.reply_to != self.oid:
             self.finalize_if_needed()
             publisher = self._publisher = Publisher(self)
         return publisher
@@ -393,7 +405,9 @@ class Celery:
         from celeriac.result import AsyncResult
 
         publisher = self.publisher
-        retry, retry_policy = options.pop("retry", None), options.pop("retry_policy", None)
+        retry = retry_policy = None
+        if "retry" in options or "retry_policy" in options:
+            retry, retry_policy = options.pop("retry", None), options.pop("retry_policy", None)
         task_id, envelope, route = publisher.build(name, args, kwargs, **options)
         publisher.publish([envelope], [route.queue], retry, retry_policy)
         return AsyncResult(task_id, app=self, task_name=name)
