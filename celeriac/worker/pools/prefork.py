@@ -17,6 +17,7 @@ still queued are handed back unstarted, for their messages to return to the brok
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -47,9 +48,26 @@ _IDLE = -1.0
 #: Results of finished jobs are stored in batches, but never later than this (seconds)
 #: after the job ended, even while the next job of the batch runs for minutes.
 RESULT_DELAY = 0.005
+_PR_SET_PDEATHSIG = 1
 
 
-def _child_main(conn: Any, context: PoolContext, slots: Any, index: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this child when the worker dies (even by SIGKILL).
+
+    An orphan would go on running its task while the broker hands the same late-acked
+    message to another worker, and keep locks and sockets it inherited alive.
+    """
+    try:
+        prctl = ctypes.CDLL(None).prctl  # libc's, already loaded into this process
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError, TypeError):
+        return  # not Linux: children notice the closed pipe when idle
+    if os.getppid() != parent:  # the worker died before prctl took effect
+        os._exit(1)
+
+
+def _child_main(conn: Any, context: PoolContext, slots: Any, index: int, parent: int) -> None:
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about shutdown
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signals.worker_process_init.send(sender=None)
@@ -117,7 +135,7 @@ class PreforkPool:
         signals.worker_before_create_process.send(sender=self)
         process = _context.Process(
             target=_child_main,
-            args=(child_conn, self.context, self.slots, index),
+            args=(child_conn, self.context, self.slots, index, os.getpid()),
             name=f"ForkPoolWorker-{index + 1}",
         )
         process.start()
