@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -142,6 +143,36 @@ def test_killed_worker_gives_late_acked_message_to_the_next_worker(
     assert hostname.startswith("second@")
     assert redelivered is True
     assert str(pid) == runs(directory, held.id)[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_children_die_with_a_killed_worker_so_a_redelivered_task_runs_once(
+    project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    first = start_worker(directory, "wtasks", "-c", "2")
+    held = wtasks.long_late.delay(30)
+    wait_until(lambda: runs(directory, held.id), message="task started")
+    [child] = runs(directory, held.id)
+
+    os.kill(first.process.pid, signal.SIGKILL)  # the worker alone: its children are not signalled
+    first.process.wait(10)
+
+    wait_until(lambda: not alive(int(child)), timeout=5, message="orphan child gone")
+    start_worker(directory, "wtasks", "-c", "1", "-n", "second@%h")
+    try:
+        wait_until(lambda: len(runs(directory, held.id)) == 2, message="redelivery")
+    finally:
+        open_gate(directory, held.id)
+    assert held.get(timeout=10)[1].startswith("second@")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_killed_worker_loses_no_early_ack_message_that_had_not_started(
