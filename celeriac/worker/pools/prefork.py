@@ -86,16 +86,16 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int, parent:
                 break
             completions = []
             for job in jobs:
-                if slots[stop_slot]:
-                    break  # warm stop: the rest go back to the broker unstarted
+                if slots[stop_slot] or (limit and done >= limit):
+                    break  # the rest go to another child, or back to the broker
                 slots[base] = job.seq
                 slots[base + 1] = time.time()
                 completions.append(executor.run(job))
                 slots[base + 2] = job.seq
                 slots[base] = _IDLE
+                done += 1
             executor.sink.flush()
             conn.send(completions)
-            done += len(completions)
             if (limit and done >= limit) or slots[stop_slot]:
                 break
     finally:
