@@ -6,6 +6,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +77,20 @@ def test_prefork_is_the_default_and_concurrency_is_its_number_of_children(
     assert len(pids) == 2
     assert worker.process.pid not in pids
     assert os.getpid() not in pids
+
+
+def test_prefork_child_is_replaced_after_max_tasks_per_child(
+    project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    start_worker(directory, "wtasks", "-c", "1", "--max-tasks-per-child", "3")
+
+    results = wtasks.where.delay_many([()] * 12)
+    per_pid = Counter(pid for pid, _ in (result.get(timeout=10) for result in results))
+
+    assert sum(per_pid.values()) == 12
+    assert max(per_pid.values()) == 3  # the limit, even when jobs arrive in batches
+    assert len(per_pid) == 4
 
 
 def test_threads_concurrency_is_the_number_of_threads(
