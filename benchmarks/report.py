@@ -193,7 +193,8 @@ def save_profiles(results: dict[str, Any], out: Path) -> list[Path]:
     for index, run in enumerate(results["runs"]):
         value = run["value"]
         if run["scenario"] == "profile" and isinstance(value, dict) and "profile" in value:
-            path = out / f"profile-{index}-{run['part'].split(':')[0].replace(' ', '')}.txt"
+            name = run["part"].split(":")[0].replace(" ", "").replace("-", "")
+            path = out / f"profile-{index}-{name}.txt"
             header = f"# {run['system']}: {run['part']}\n"
             if "rate_under_profiler" in value:
                 header += (

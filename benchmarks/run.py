@@ -260,12 +260,13 @@ class Bench:
             lambda t: {"profile": scenarios.profile_publish(t, count, batch, 20)},
             part=f"publish: delay_many({batch})",
         )
-        self.run(
-            system,
-            "profile",
-            lambda t: scenarios.profile_solo_worker(t, count, 25),
-            part="worker -P solo",
-        )
+        for pool, concurrency in (("solo", 1), ("prefork", 2)):
+            self.run(
+                system,
+                "profile",
+                lambda t, p=pool, c=concurrency: scenarios.profile_worker(t, count, 30, p, c),
+                part=f"worker -P {pool} -c {concurrency}",
+            )
 
 
 def short(value: Any) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from procstat import children_of, tree_cpu
-from targets import Target
+from targets import BENCH_DIR, Target
 
 POLL = 0.005
 
@@ -213,10 +213,14 @@ def profile_publish(target: Target, count: int, batch: int, top: int) -> str:
     return str(answer["profile"])
 
 
-def profile_solo_worker(
-    target: Target, count: int, top: int, timeout: float = 300
+def profile_worker(
+    target: Target, count: int, top: int, pool: str, concurrency: int, timeout: float = 300
 ) -> dict[str, Any]:
-    """A ``-P solo`` worker under cProfile draining ``count`` queued tasks (results on)."""
+    """A worker under a CPU-clock cProfile draining ``count`` queued tasks (results on).
+
+    With ``-P solo`` the one process does everything (fetch, decode, execute, store, ack);
+    with prefork only the main process is profiled (fetch, dispatch, ack).
+    """
     first, last = target.marker("first"), target.marker("last")
     target.client(
         "fill", "--count", str(count), "--first", str(first), "--last", str(last), "--results"
@@ -224,13 +228,11 @@ def profile_solo_worker(
     output = target.workdir / "worker.prof"
     command = [
         sys.executable,
-        "-m",
-        "cProfile",
-        "-o",
+        str(BENCH_DIR / "cpu_profile.py"),
         str(output),
-        *target.worker_command("solo", 1)[1:],
+        *target.worker_command(pool, concurrency)[1:],
     ]
-    with running_worker(target, "solo", 1, command=command) as worker:
+    with running_worker(target, pool, concurrency, command=command) as worker:
         deadline = time.monotonic() + timeout
         t_first = wait_for_marker(first, deadline, worker)
         t_last = wait_for_marker(last, deadline, worker)
