@@ -13,7 +13,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from celeriac import _state, signals
 from celeriac.app.defaults import EMBEDDED_BROKER_URL
@@ -26,12 +26,10 @@ from celeriac.backends.registry import create_backend
 from celeriac.canvas.signature import Signature
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol import serializers
+from celeriac.result import AsyncResult, GroupResult
 from celeriac.signals import Signal
 from celeriac.transports.base import Transport, TransportOptions
 from celeriac.transports.registry import create_transport
-
-if TYPE_CHECKING:
-    from celeriac.result import AsyncResult, GroupResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -402,8 +400,6 @@ class Celery:
         **options: Any,
     ) -> AsyncResult:
         """Send a task by name (it need not be registered here)."""
-        from celeriac.result import AsyncResult
-
         publisher = self.publisher
         retry = retry_policy = None
         if "retry" in options or "retry_policy" in options:
@@ -419,8 +415,6 @@ class Celery:
         **options: Any,
     ) -> list[AsyncResult]:
         """Send many calls of one task in one batch: one round trip to the broker."""
-        from celeriac.result import AsyncResult
-
         publisher = self.publisher
         retry, retry_policy = options.pop("retry", None), options.pop("retry_policy", None)
         built = publisher.build_many(name, calls, **options)
@@ -433,13 +427,9 @@ class Celery:
         return Signature(*args, **kwargs)
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:
-        from celeriac.result import AsyncResult
-
         return AsyncResult(task_id, app=self, **kwargs)
 
     def GroupResult(self, group_id: str, results: Any = None, **kwargs: Any) -> GroupResult:
-        from celeriac.result import GroupResult
-
         return GroupResult(group_id, results, app=self, **kwargs)
 
     def set_current(self) -> None:

@@ -90,6 +90,7 @@ class Context:
 
 
 _DIRECT_CALL = Context(called_directly=True)
+_SEQUENCE_TYPES = (list, tuple)
 
 
 class Task(Generic[P, R]):
@@ -185,9 +186,9 @@ class Task(Generic[P, R]):
         **options: Any,
     ) -> AsyncResult:
         """Send the task; see Celery's ``apply_async`` for the options."""
-        if args is not None and not isinstance(args, list | tuple):
+        if args is not None and not isinstance(args, _SEQUENCE_TYPES):
             raise TypeError(f"{self.name}: task args must be a list or tuple, not {args!r}")
-        if kwargs is not None and not isinstance(kwargs, Mapping):
+        if kwargs is not None and type(kwargs) is not dict and not isinstance(kwargs, Mapping):
             raise TypeError(f"{self.name}: task keyword arguments must be a mapping")
         if self.typing:
             self.check_arguments(args or (), kwargs or {})

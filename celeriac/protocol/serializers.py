@@ -66,38 +66,49 @@ def _json_default(value: Any) -> Any:
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
-def _tag_uuids(value: Any) -> Any:
-    """Tag the UUIDs in ``value`` as kombu does (orjson would write them as bare strings).
+def _has_uuid(value: Any) -> bool:
+    """Whether a UUID is anywhere in ``value``: one call, no recursion, no allocation for
+    the usual message (this runs for every message published)."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        cls = type(current)
+        if cls is dict:
+            items: Any = current.values()
+        elif cls is tuple or cls is list:
+            items = current
+        else:
+            if cls not in _PLAIN and isinstance(current, uuid.UUID):
+                return True
+            continue
+        if len(items) > 16 and _PLAIN.issuperset(map(type, items)):
+            continue  # a long run of plain values, checked in one pass in C
+        for item in items:
+            item_cls = type(item)
+            if item_cls in _PLAIN:
+                continue
+            if item_cls is tuple or item_cls is list or item_cls is dict:
+                stack.append(item)
+            elif isinstance(item, uuid.UUID):
+                return True
+    return False
 
-    Containers are copied only when they hold a UUID, so the usual message allocates
-    nothing; long containers of plain values are checked in one pass in C.
-    """
+
+def _tag_uuids(value: Any) -> Any:
+    """A copy of ``value`` with its UUIDs tagged as kombu does (orjson would write them as
+    bare strings); containers without one are kept as they are."""
     cls = type(value)
+    if cls in _PLAIN:
+        return value
     if cls is tuple or cls is list:
-        if len(value) > 16 and _PLAIN.issuperset(map(type, value)):
-            return value
-        for index, item in enumerate(value):
-            if type(item) in _PLAIN:
-                continue
-            tagged = _tag_uuids(item)
-            if tagged is not item:
-                copy = list(value)
-                copy[index] = tagged
-                copy[index + 1 :] = [_tag_uuids(rest) for rest in copy[index + 1 :]]
-                return copy
-        return value
+        return [_tag_uuids(item) for item in value] if _has_uuid(value) else value
     if cls is dict:
-        if len(value) > 16 and _PLAIN.issuperset(map(type, value.values())):
+        if not _has_uuid(value):
             return value
-        for item in value.values():
-            if type(item) in _PLAIN:
-                continue
-            if _tag_uuids(item) is not item:
-                return {name: _tag_uuids(entry) for name, entry in value.items()}
-        return value
-    if cls in _PLAIN or not isinstance(value, uuid.UUID):
-        return value
-    return _tag("uuid", {"hex": value.hex})
+        return {key: _tag_uuids(item) for key, item in value.items()}
+    if isinstance(value, uuid.UUID):
+        return _tag("uuid", {"hex": value.hex})
+    return value
 
 
 _UNTAG: dict[str, Callable[[Any], Any]] = {
@@ -126,7 +137,9 @@ def _untag(value: Any) -> Any:
 
 
 def json_dumps(value: Any) -> bytes:
-    return orjson.dumps(_tag_uuids(value), default=_json_default, option=_JSON_OPTIONS)
+    if _has_uuid(value):
+        value = _tag_uuids(value)
+    return orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS)
 
 
 def json_loads(data: bytes | str) -> Any:
