@@ -18,13 +18,13 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
 from celeriac.app.trace import is_expired, reply_extra
-from celeriac.exceptions import NotRegistered, TaskRevokedError
+from celeriac.exceptions import InvalidMessageError, NotRegistered, TaskRevokedError
 from celeriac.protocol.message import check_task_headers, parse_datetime, upgrade_v1
 from celeriac.protocol.results import build_meta, exception_to_dict
 from celeriac.transports.base import Delivery, QueueSpec, Transport
@@ -139,12 +139,10 @@ class Consumer:
             if "task" not in headers:
                 upgrade_v1(envelope, self.accept)
             check_task_headers(headers)
+            hard_limit, soft_limit = time_limits(headers)
+            expired = has_expired(headers)
         except Exception as exc:
-            tag = headers.get("id") or envelope.properties.get("correlation_id") or delivery.tag
-            logger.error(
-                "Discarding invalid message %s from queue %r: %s", tag, delivery.queue, exc
-            )
-            self.to_drop.append(delivery)
+            self.invalid(delivery, exc)
             return
         name, task_id = headers["task"], headers["id"]
         if self.accept is not None and envelope.content_type not in self.accept:
@@ -161,11 +159,10 @@ class Consumer:
         if flags is None:
             self.unknown_task(delivery, name, task_id)
             return
-        if headers.get("expires") and is_expired(headers):
+        if expired:
             self.revoke_expired(delivery, name, task_id)
             return
         self.seq += 1
-        timelimit = headers.get("timelimit") or (None, None)
         job = Job(
             self.seq,
             name,
@@ -181,8 +178,8 @@ class Consumer:
                 "redelivered": delivery.redelivered,
                 "priority": envelope.properties.get("priority"),
             },
-            timelimit[1] if timelimit[1] is not None else flags.soft_time_limit,
-            timelimit[0] if timelimit[0] is not None else flags.hard_time_limit,
+            soft_limit if soft_limit is not None else flags.soft_time_limit,
+            hard_limit if hard_limit is not None else flags.hard_time_limit,
         )
         self.held[job.seq] = delivery
         if signals.task_received.has_listeners():
@@ -224,6 +221,19 @@ class Consumer:
         )
         self.flags[name] = flags
         return flags
+
+    def invalid(self, delivery: Delivery, error: Exception) -> None:
+        envelope = delivery.envelope
+        task_id = envelope.headers.get("id")
+        tag = task_id or envelope.properties.get("correlation_id") or delivery.tag
+        logger.error("Discarding invalid message %s from queue %r: %s", tag, delivery.queue, error)
+        if task_id and isinstance(task_id, str):  # a caller may wait on it: say why not
+            extra = reply_extra(self.app.backend, envelope.properties)
+            reason = f"{type(error).__name__}: {error}"
+            self._store(
+                [build_meta(task_id, states.FAILURE, exception_to_dict(error), reason, extra=extra)]
+            )
+        self.to_drop.append(delivery)
 
     def unknown_task(self, delivery: Delivery, name: str, task_id: str) -> None:
         logger.error(
@@ -379,3 +389,29 @@ class Consumer:
             "prefetch_count": self.prefetch_count,
             "now": dt.datetime.now(dt.UTC).isoformat(),
         }
+
+
+def time_limits(headers: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """``(hard, soft)`` seconds from the ``timelimit`` header (either may be None)."""
+    value = headers.get("timelimit")
+    if not value:
+        return None, None
+    try:
+        hard, soft = value
+        return (
+            None if hard is None else float(hard),
+            None if soft is None else float(soft),
+        )
+    except (TypeError, ValueError):
+        raise InvalidMessageError(
+            f"bad timelimit header {value!r}: expected [hard, soft] in seconds"
+        ) from None
+
+
+def has_expired(headers: Mapping[str, Any]) -> bool:
+    if not headers.get("expires"):
+        return False
+    try:
+        return is_expired(headers)
+    except InvalidMessageError as exc:
+        raise InvalidMessageError(f"bad expires header: {exc}") from None
