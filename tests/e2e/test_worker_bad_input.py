@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from celeriac.exceptions import NotRegistered
+from celeriac.exceptions import InvalidMessageError, NotRegistered
 from celeriac.protocol.message import Envelope, build_task_envelope
 from tests.e2e.worker_harness import broker, load, log_lines, publish_raw, wait_until
 from tests.support import WorkerProcess
@@ -117,6 +117,34 @@ def test_message_without_required_headers_is_discarded(
     assert "task" in line
     assert "invalid" in line.lower()
     assert_worker_survived(worker, wtasks)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("expires", "not a date"),
+        ("eta", "not a date either"),
+        ("timelimit", "soon"),
+        ("timelimit", [1]),
+    ],
+)
+def test_malformed_header_values_do_not_stop_the_worker(
+    header: str, value: object, started: tuple[WorkerProcess, ModuleType]
+) -> None:
+    worker, wtasks = started
+    odd = envelope("wtasks.add", task_id := str(uuid.uuid4()))
+    odd.headers[header] = value
+    publish_raw(wtasks, odd)
+    after = wtasks.add.delay(5, 5)
+
+    assert after.get(timeout=10) == 10
+    worker.wait_for_output(task_id)
+    [line] = log_lines(worker.output, task_id)
+    assert header in line
+    assert_worker_survived(worker, wtasks)
+    if header != "eta":  # an unreadable eta is only a warning: the task runs now
+        with pytest.raises(InvalidMessageError, match=header):
+            wtasks.app.AsyncResult(task_id).get(timeout=5)
 
 
 def test_bad_messages_between_good_ones_lose_nothing(
