@@ -385,3 +385,17 @@ def test_changes_lists_only_what_was_configured() -> None:
     assert changes == {"broker_url": "memory://changes", "worker_concurrency": 2}
     assert app.conf.is_set("worker_concurrency")
     assert not app.conf.is_set("task_serializer")
+
+
+def test_settings_survive_pickling_and_copying() -> None:
+    import copy
+    import pickle
+
+    app = Celery("pickled", broker="memory://pickled", set_as_current=False)
+    app.config_from_object({"task_serializer": "msgpack"})
+    for clone in (pickle.loads(pickle.dumps(app.conf)), copy.deepcopy(app.conf)):
+        assert clone.broker_url == "memory://pickled"
+        assert clone.task_serializer == "msgpack"
+        assert clone.changes() == app.conf.changes()
+        clone.task_acks_late = True
+        assert clone.task_acks_late is True and app.conf.task_acks_late is False
