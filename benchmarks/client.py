@@ -97,7 +97,10 @@ def size(options: argparse.Namespace) -> dict[str, Any]:
         finally:
             transport.close()
     with app.connection_for_write() as connection:
-        declared = connection.default_channel.queue_declare("celery", passive=True)
+        try:
+            declared = connection.default_channel.queue_declare("celery", passive=True)
+        except connection.channel_errors:  # Redis: an empty queue is no key at all
+            return {"size": 0}
         return {"size": declared.message_count}
 
 

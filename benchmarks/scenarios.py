@@ -164,6 +164,12 @@ def count_done(target: Target, results: bool) -> str:
                 f"SELECT count(*) FROM {table} WHERE status = 'SUCCESS'"
             ).fetchone()
         return f"{stored} results stored"
+    if results and target.backend.startswith("redis"):
+        import redis  # only for a Redis result backend
+
+        client = redis.Redis.from_url(target.backend)
+        stored = sum(1 for _ in client.scan_iter(match="celery-task-meta-*", count=1000))
+        return f"{stored} results stored"
     return f"{target.client('size')['size']} messages left in the queue"
 
 

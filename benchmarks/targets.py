@@ -136,7 +136,12 @@ class TargetFactory:
             broker = "kombu filesystem (`filesystem://`)"
         else:
             broker = "kombu SQLAlchemy on SQLite (`sqla+sqlite:///…`)"
-        backend = _without_password(self.backend) if self.backend else "SQLite (`db+sqlite:///…`)"
+        if self.backend:
+            backend = _without_password(self.backend)
+        elif self.broker and scheme(self.broker).startswith("redis"):
+            backend = "the same Redis database"
+        else:
+            backend = "SQLite (`db+sqlite:///…`)"
         return f"broker: {broker}; results: {backend}"
 
     def make(self, system: str) -> Target:
@@ -148,12 +153,14 @@ class TargetFactory:
         workdir = Path(tempfile.mkdtemp(prefix=f"bench-{system}-"))
         results_db = workdir / "results.db"
         backend = self.backend or f"db+sqlite:///{results_db}"
+        if not self.backend and self.broker and scheme(self.broker).startswith("redis"):
+            backend = self.broker  # Redis for both; emptied with the broker's database
         target = Target(
             system,
             "",
             backend,
             workdir,
-            results_db=None if self.backend else results_db,
+            results_db=results_db if backend == f"db+sqlite:///{results_db}" else None,
             worker_args=list(self.worker_args),
         )
         if self.broker:
