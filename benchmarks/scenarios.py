@@ -9,8 +9,11 @@ tasks write the wall-clock time they ran at into a file. The drain rate is
 ``(count - 1) / (t_last - t_first)``: first task done to last task done, taken from the
 worker's own clock, so neither start-up nor the runner's polling is in it. The runner only
 checks for the marker files (a ``stat`` every 5 ms) and reads the worker's CPU counters
-in ``/proc`` when each one appears. Afterwards it checks that every task ran: the result
-count in the result database (results on) or an empty queue (results off).
+in ``/proc`` when each one appears. With several pool processes the last message need not
+finish last (the other process may still run the few it had queued), so with results on
+the runner waits for every result before it stops the worker. It then counts what ran:
+stored results (results on), or the count minus what is left in the queue (results off: a
+warm shutdown hands jobs that never started back to the broker).
 """
 
 from __future__ import annotations
@@ -135,42 +138,60 @@ def drain(
         cpu = tree_cpu(worker.pid, children) - cpu_start
         if t_last is None:  # too slow for the time budget: report what got done
             now = time.time()
-            left = int(target.client("size")["size"])  # type: ignore[call-overload]
-            done = count - left
+            done = count - int(target.client("size")["size"])  # type: ignore[call-overload]
             outcome.update(
                 partial=True, done=done, rate=done / (now - t_first), seconds=now - t_first
             )
             return outcome
-    done = count_done(target, results)
+        if results:
+            # With several pool processes the last message need not be the last to finish:
+            # the other process may still run a few queued before it. Let them finish.
+            wait_for_results(target, count, time.monotonic() + 10)
+    # A warm shutdown hands jobs that had not started back to the broker; count what ran.
+    ran = stored_results(target) if results else None
+    if ran is None:
+        ran = count - int(target.client("size")["size"])  # type: ignore[call-overload]
+    check = f"{ran:,} ran" + (f", {count - ran} handed back at shutdown" if ran < count else "")
     outcome.update(
         partial=False,
         seconds=t_last - t_first,
-        rate=(count - 1) / (t_last - t_first),
+        rate=(ran - 1) / (t_last - t_first),
         spawn_to_last=t_last - spawned,
-        verified=done,
-        parent_cpu_us=cpu.parent / count * 1e6,
-        children_cpu_us=cpu.children / count * 1e6,
+        verified=check,
+        ran=ran,
+        parent_cpu_us=cpu.parent / ran * 1e6,
+        children_cpu_us=cpu.children / ran * 1e6,
         children=len(children),
     )
     return outcome
 
 
-def count_done(target: Target, results: bool) -> str:
-    """A check that every task ran: stored results (results on) or an empty queue."""
-    if results and target.results_db is not None:
+def stored_results(target: Target) -> int | None:
+    """Successful results in the target's result store, when the benchmark can count them."""
+    if target.results_db is not None:
         table = "celeriac_taskmeta" if target.system == "celeriac" else "celery_taskmeta"
-        with contextlib.closing(sqlite3.connect(target.results_db)) as conn:
-            (stored,) = conn.execute(
-                f"SELECT count(*) FROM {table} WHERE status = 'SUCCESS'"
-            ).fetchone()
-        return f"{stored} results stored"
-    if results and target.backend.startswith("redis"):
+        try:
+            with contextlib.closing(sqlite3.connect(target.results_db)) as conn:
+                (stored,) = conn.execute(
+                    f"SELECT count(*) FROM {table} WHERE status = 'SUCCESS'"
+                ).fetchone()
+        except sqlite3.OperationalError:  # no table yet: nothing stored
+            return 0
+        return int(stored)
+    if target.backend.startswith("redis"):
         import redis  # only for a Redis result backend
 
         client = redis.Redis.from_url(target.backend)
-        stored = sum(1 for _ in client.scan_iter(match="celery-task-meta-*", count=1000))
-        return f"{stored} results stored"
-    return f"{target.client('size')['size']} messages left in the queue"
+        return sum(1 for _ in client.scan_iter(match="celery-task-meta-*", count=1000))
+    return None
+
+
+def wait_for_results(target: Target, count: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        stored = stored_results(target)
+        if stored is None or stored >= count:
+            return
+        time.sleep(0.05)
 
 
 # -- 3. round-trip latency -------------------------------------------------------------------
