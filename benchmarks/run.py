@@ -219,6 +219,9 @@ class Bench:
         runs = (
             self.options.startup_runs if system == "celeriac" else self.options.celery_startup_runs
         )
+        if system == self.options.systems[0]:  # the floor under both: Python itself
+            samples = [scenarios.interpreter_startup() for _ in range(runs)]
+            self.add_startup("python -c pass", "(no worker)", samples)
         for pool in ("prefork", "solo"):
             samples = [
                 self.run(
@@ -226,25 +229,23 @@ class Bench:
                 )
                 for _ in range(runs)
             ]
-            numbers = [sample for sample in samples if isinstance(sample, float)]
-            summary = (
-                {
-                    "runs": len(numbers),
-                    "median": statistics.median(numbers),
-                    "min": min(numbers),
-                    "max": max(numbers),
-                }
-                if numbers
-                else {"error": "no run finished"}
-            )
-            self.results["runs"].append(
-                {
-                    "system": system,
-                    "scenario": "startup",
-                    "pool": "prefork -c 2" if pool == "prefork" else "solo",
-                    "value": summary,
-                }
-            )
+            self.add_startup(system, "prefork -c 2" if pool == "prefork" else "solo", samples)
+
+    def add_startup(self, system: str, pool: str, samples: list[Any]) -> None:
+        numbers = [sample for sample in samples if isinstance(sample, float)]
+        summary = (
+            {
+                "runs": len(numbers),
+                "median": statistics.median(numbers),
+                "min": min(numbers),
+                "max": max(numbers),
+            }
+            if numbers
+            else {"error": "no run finished"}
+        )
+        self.results["runs"].append(
+            {"system": system, "scenario": "startup", "pool": pool, "value": summary}
+        )
 
     def profile(self, system: str) -> None:
         count, batch = self.options.profile_tasks, self.options.batch

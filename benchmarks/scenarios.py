@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from procstat import children_of, tree_cpu
-from targets import BENCH_DIR, Target
+from targets import BENCH_DIR, Target, python_env
 
 POLL = 0.005
 
@@ -230,6 +230,13 @@ def startup(
     if ran_at is None:
         raise RuntimeError(f"{target.system}: the task never ran\n{worker_log_tail(target)}")
     return ran_at - spawned
+
+
+def interpreter_startup() -> float:
+    """Seconds to start and end ``python -c pass`` here: the floor under any worker's start."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], env=python_env(), check=True)
+    return time.perf_counter() - started
 
 
 # -- 5. profiles -----------------------------------------------------------------------------
