@@ -498,6 +498,19 @@ def test_declare_conflicting_with_an_existing_queue_names_it(make: Factory, queu
     assert transport.size(queue) == 1
 
 
+def test_consuming_another_connections_exclusive_queue_fails_clearly(
+    make: Factory, queue: str
+) -> None:
+    owner, intruder = make(), make()
+    owner.declare([QueueSpec(queue, exclusive=True, durable=False)])
+    owner.publish(numbered(queue, 1))
+
+    with pytest.raises(OperationalError, match=f"queue '{queue}' failed: 405 RESOURCE_LOCKED"):
+        intruder.fetch([queue], 1, 1.0)
+
+    assert numbers(fetch_all(owner, queue, 1)) == [0]
+
+
 # -- batching details ----------------------------------------------------------------------
 
 

@@ -549,11 +549,14 @@ class AMQPTransport:
         consumer_tag = f"celeriac.{os.getpid()}.{self._consumer_seq}"
         self._consumer_queues[consumer_tag] = queue
         self._consumers.setdefault(queue, []).append(consumer_tag)
-        conn.rpc(
-            self._consume_channel,
-            spec.Basic.Consume(queue=queue, consumer_tag=consumer_tag),
-            spec.Basic.ConsumeOk,
-        )
+        try:
+            conn.rpc(
+                self._consume_channel,
+                spec.Basic.Consume(queue=queue, consumer_tag=consumer_tag),
+                spec.Basic.ConsumeOk,
+            )
+        except ChannelError as exc:  # e.g. 405: another connection's exclusive queue
+            raise OperationalError(f"consuming queue {queue!r} failed: {exc}") from exc
 
     def _cancel(self, conn: AMQPConnection, queue: str) -> None:
         """Stop consuming ``queue``; what was prefetched and not handed out goes back."""
