@@ -1,0 +1,85 @@
+"""Fixtures of the Celery interoperability suite: its Redis databases, its RabbitMQ
+virtual host, and the directory holding both sides' task modules.
+
+Redis databases 8 (broker) and 9 (results) belong to this suite: they are flushed before
+and after it. A lock in database 8 keeps two runs of the suite (say, two developers'
+``pytest`` runs on one machine) from flushing each other's messages midway.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.interop.support import AMQP_BROKER, REDIS_BROKER, REDIS_RESULTS, task_modules
+
+redis = pytest.importorskip("redis")
+pytest.importorskip("celery")
+
+LOCK_KEY = "celeriac-interop-suite"
+LOCK_SECONDS = 600
+LOCK_WAIT_SECONDS = 300
+
+
+def _rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+
+
+@pytest.fixture(scope="session")
+def interop_redis() -> Iterator[None]:
+    """Own databases 8 and 9 for the session: locked, flushed before and after."""
+    broker = redis.Redis.from_url(REDIS_BROKER)
+    results = redis.Redis.from_url(REDIS_RESULTS)
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while not broker.set(LOCK_KEY, token, nx=True, ex=LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            pytest.fail("another run of the interop suite held its Redis databases too long")
+        time.sleep(0.5)  # another run is going on: its end cannot be waited for otherwise
+    try:
+        broker.flushdb()
+        results.flushdb()
+        broker.set(LOCK_KEY, token, ex=LOCK_SECONDS)  # the flush removed it
+        yield
+    finally:
+        results.flushdb()
+        broker.flushdb()  # the lock too
+        broker.close()
+        results.close()
+
+
+@pytest.fixture(scope="session")
+def amqp_vhost() -> Iterator[str]:
+    """A RabbitMQ virtual host of this session: the broker URL in it."""
+    vhost = f"celeriac_interop_{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"{AMQP_BROKER}/{vhost}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="module")
+def interop_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Both task modules in a directory; ``interop_errors`` imported here, so that clients
+    of either library re-create its exceptions."""
+    directory = task_modules(tmp_path_factory.mktemp("interop"))
+    sys.path.insert(0, str(directory))
+    importlib.import_module("interop_errors")
+    try:
+        yield directory
+    finally:
+        sys.path.remove(str(directory))
+        sys.modules.pop("interop_errors", None)

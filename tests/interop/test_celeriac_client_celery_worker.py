@@ -1,0 +1,257 @@
+"""A celeriac client calls a real Celery 5 worker.
+
+Per broker one Celery worker (``celery worker -P prefork -c 2``) serves every test of
+this module: Redis with Redis results, RabbitMQ with Redis results, RabbitMQ with
+``rpc://`` results. The client is a celeriac app in this process; it sends tasks by name,
+expands workflows as Celery does, and reads what the Celery worker stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import celeriac
+from celeriac.exceptions import TaskRevokedError
+from tests.interop.cases import ARGS, KWARGS, assert_echoed
+from tests.interop.support import (
+    MAX_PRIORITY,
+    REDIS_RESULTS,
+    TIMEOUT,
+    backend_url,
+    broker_url,
+    new_queue,
+    peer_env,
+    start_celery_worker,
+)
+from tests.support import WorkerProcess
+
+pytest.importorskip("celery")  # the worker's side
+
+pytestmark = [pytest.mark.celery, pytest.mark.redis]
+
+SETUPS = [
+    pytest.param(("redis", "redis"), id="redis"),
+    pytest.param(("amqp", "redis"), id="amqp", marks=pytest.mark.amqp),
+    pytest.param(("amqp", "rpc"), id="amqp-rpc", marks=pytest.mark.amqp),
+]
+
+
+@dataclass
+class Setup:
+    broker_kind: str
+    backend_kind: str
+    env: dict[str, str]
+    queue: str
+    project: Path
+    client: celeriac.Celery
+    worker: WorkerProcess
+
+    def send(self, name: str, args: Any = (), kwargs: Any = None, **options: Any) -> Any:
+        return self.client.send_task(name, args, kwargs, **options)
+
+    def sig(self, name: str, *args: Any) -> Any:
+        return self.client.signature(name, args)
+
+
+def celeriac_client(broker: str, backend: str, queue: str) -> celeriac.Celery:
+    client = celeriac.Celery("celeriac_client", broker=broker, backend=backend)
+    client.conf.update(task_default_queue=queue, task_queue_max_priority=MAX_PRIORITY)
+    return client
+
+
+@pytest.fixture(scope="module", params=SETUPS)
+def setup(
+    request: pytest.FixtureRequest, interop_redis: None, interop_project: Path
+) -> Iterator[Setup]:
+    broker_kind, backend_kind = request.param
+    broker, backend, queue = (
+        broker_url(broker_kind, request),
+        backend_url(backend_kind),
+        new_queue(),
+    )
+    env = peer_env(interop_project, broker, backend, queue)
+    worker = start_celery_worker(interop_project, env, "-P", "prefork", "-c", "2")
+    client = celeriac_client(broker, backend, queue)
+    try:
+        yield Setup(broker_kind, backend_kind, env, queue, interop_project, client, worker)
+    finally:
+        client.close()
+        worker.stop()
+
+
+def needs_stored_results(setup: Setup) -> None:
+    if setup.backend_kind == "rpc":
+        pytest.skip("rpc:// results are messages to one client: groups and chords need a store")
+
+
+# -- arguments and results --------------------------------------------------------------------
+
+
+def test_arguments_of_every_type_arrive_and_come_back(setup: Setup) -> None:
+    result = setup.send("interop.echo", ARGS, KWARGS)
+    assert_echoed(result.get(timeout=TIMEOUT))
+    assert result.state == "SUCCESS"
+
+
+def test_a_result_is_read_by_celeriac(setup: Setup) -> None:
+    result = setup.send("interop.add", (2, 3))
+    assert result.get(timeout=TIMEOUT) == 5
+    assert result.successful()
+    if setup.backend_kind == "redis":  # rpc:// replies carry no date and no details
+        assert isinstance(result.date_done, dt.datetime)
+        # result_extended: the worker stores what ran, where.
+        assert (result.name, result.args, result.kwargs) == ("interop.add", [2, 3], {})
+        assert (result.retries, result.queue) == (0, setup.queue)
+        assert result.worker.startswith("celery@")
+
+
+# -- exceptions -------------------------------------------------------------------------------
+
+
+def test_a_value_error_is_raised_again_by_celeriac(setup: Setup) -> None:
+    result = setup.send("interop.fail", ("bad ïnput ✗",))
+    with pytest.raises(ValueError) as raised:
+        result.get(timeout=TIMEOUT)
+    assert type(raised.value) is ValueError
+    assert raised.value.args == ("bad ïnput ✗",)
+    assert result.state == "FAILURE"
+    traceback = result.traceback
+    assert traceback.startswith("Traceback (most recent call last):")
+    assert "raise ValueError(message)" in traceback
+    assert traceback.rstrip().endswith("ValueError: bad ïnput ✗")
+
+
+def test_an_application_exception_keeps_its_class_and_arguments(setup: Setup) -> None:
+    import interop_errors
+
+    result = setup.send("interop.fail_custom", ("nope", 7))
+    with pytest.raises(interop_errors.InteropError) as raised:
+        result.get(timeout=TIMEOUT)
+    assert raised.value.args == ("nope", 7)
+    assert "interop_errors.InteropError: ('nope', 7)" in result.traceback
+
+
+# -- countdown, eta, expiry, retries: sent together, their waits overlap ------------------------
+
+
+@dataclass
+class Delayed:
+    countdown_sent_at: float
+    countdown: Any
+    eta: dt.datetime
+    at_eta: Any
+    expired: Any
+    retried: Any
+    retried_token: str
+
+
+@pytest.fixture(scope="module")
+def delayed(setup: Setup) -> Delayed:
+    token = f"retries-{uuid.uuid4().hex}"
+    # Expiry first: it must reach the worker while its ETA keeps it waiting.
+    expired = setup.send("interop.stamp", countdown=1.5, expires=0.6)
+    sent_at = time.time()
+    countdown = setup.send("interop.stamp", countdown=1.0)
+    eta = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.2)
+    at_eta = setup.send("interop.stamp", eta=eta)
+    retried = setup.send("interop.retry_twice", (token,))
+    return Delayed(sent_at, countdown, eta, at_eta, expired, retried, token)
+
+
+def test_countdown_is_not_run_before_its_time(setup: Setup, delayed: Delayed) -> None:
+    assert delayed.countdown.state == "PENDING"
+    assert delayed.countdown.get(timeout=TIMEOUT) >= delayed.countdown_sent_at + 1.0
+
+
+def test_eta_is_not_run_before_its_time(setup: Setup, delayed: Delayed) -> None:
+    assert delayed.at_eta.get(timeout=TIMEOUT) >= delayed.eta.timestamp()
+
+
+def test_an_expired_task_is_revoked(setup: Setup, delayed: Delayed) -> None:
+    with pytest.raises(TaskRevokedError):
+        delayed.expired.get(timeout=TIMEOUT)
+    assert delayed.expired.state == "REVOKED"
+    setup.worker.wait_for_output(delayed.expired.id)
+
+
+def test_a_task_retried_twice_succeeds_under_one_id(setup: Setup, delayed: Delayed) -> None:
+    assert delayed.retried.get(timeout=TIMEOUT) == {"retries": 2, "token": delayed.retried_token}
+    with redis.Redis.from_url(REDIS_RESULTS) as notes:
+        runs = [run.decode() for run in notes.lrange(delayed.retried_token, 0, -1)]
+    assert runs == [delayed.retried.id] * 3
+
+
+# -- canvas: celeriac expands the workflow, the Celery worker carries it on ---------------------
+
+
+def test_a_chain_runs_step_by_step(setup: Setup) -> None:
+    workflow = celeriac.chain(
+        setup.sig("interop.add", 2, 2), setup.sig("interop.mul", 10), setup.sig("interop.add", 1)
+    )
+    result = workflow.apply_async()
+    assert result.get(timeout=TIMEOUT) == 41
+    assert result.parent.get(timeout=TIMEOUT) == 40
+    assert result.parent.parent.get(timeout=TIMEOUT) == 4
+
+
+def test_a_group_collects_its_results_in_order(setup: Setup) -> None:
+    result = celeriac.group(setup.sig("interop.add", i, i) for i in range(6)).apply_async()
+    assert result.get(timeout=TIMEOUT) == [0, 2, 4, 6, 8, 10]
+    assert result.successful()
+
+
+def test_a_chord_body_gets_the_header_results(setup: Setup) -> None:
+    needs_stored_results(setup)
+    header = [setup.sig("interop.add", i, i) for i in range(5)]
+    result = celeriac.chord(header)(setup.sig("interop.tsum"))
+    assert result.get(timeout=TIMEOUT) == 20
+
+
+def test_a_failing_chain_step_fails_the_chain(setup: Setup) -> None:
+    workflow = celeriac.chain(setup.sig("interop.fail", "first step"), setup.sig("interop.add", 1))
+    result = workflow.apply_async()
+    with pytest.raises(ValueError, match="first step"):
+        result.get(timeout=TIMEOUT)
+
+
+# -- priority ---------------------------------------------------------------------------------
+
+#: (label, priority) in the order sent; neither FIFO nor the reverse of it.
+PRIORITY_SENDS = [("a", 5), ("b", 0), ("c", 9), ("d", 2), ("e", 3)]
+#: kombu's Redis transport: lists for priority steps 0, 3, 6, 9 (a priority goes to the
+#: largest step not above it), read from step 0 up; FIFO within a step.
+REDIS_ORDER = ["b", "d", "a", "e", "c"]
+#: RabbitMQ (x-max-priority queue): highest priority first.
+AMQP_ORDER = ["c", "a", "e", "d", "b"]
+
+
+def test_priorities_are_honoured_as_celery_maps_them(setup: Setup) -> None:
+    if setup.backend_kind == "rpc":
+        pytest.skip("the priority order does not depend on the result backend")
+    queue, key = new_queue(), f"order-{uuid.uuid4().hex}"
+    # Published while no worker consumes the queue, then one worker takes one at a time.
+    results = [
+        setup.send("interop.record", (key, label), queue=queue, priority=priority)
+        for label, priority in PRIORITY_SENDS
+    ]
+    env = {**setup.env, "INTEROP_QUEUE": queue}
+    # prefork with one child: a solo Celery worker on RabbitMQ takes 10 s to stop.
+    worker = start_celery_worker(
+        setup.project, env, "-P", "prefork", "-c", "1", "--prefetch-multiplier", "1"
+    )
+    try:
+        assert [result.get(timeout=TIMEOUT) for result in results] == ["a", "b", "c", "d", "e"]
+    finally:
+        worker.stop()
+    with redis.Redis.from_url(REDIS_RESULTS) as notes:
+        order = [label.decode() for label in notes.lrange(key, 0, -1)]
+    assert order == (REDIS_ORDER if setup.broker_kind == "redis" else AMQP_ORDER)
