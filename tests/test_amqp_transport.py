@@ -543,11 +543,16 @@ def test_large_bodies_span_several_frames(make: Factory, queue: str) -> None:
     assert [d.envelope.body for d in deliveries] == [body, b"m1"]
 
 
-def test_pipelined_confirms_publish_everything_by_close(make: Factory, queue: str) -> None:
+def test_pipelined_confirms_read_your_writes_and_publish_everything_by_close(
+    make: Factory, queue: str
+) -> None:
     producer = make(confirm_publish="pipelined", confirm_window=50)
-    for envelope in numbered(queue, 200):
+    for envelope in numbered(queue, 100):
         producer.publish([envelope])
-    producer.close()
+    assert producer.size(queue) == 100  # its own writes are confirmed before it looks
+    for envelope in numbered(queue, 200)[100:]:
+        producer.publish([envelope])
+    producer.close()  # waits for the last confirms
 
     assert make().size(queue) == 200
 

@@ -464,6 +464,12 @@ class AMQPTransport:
             self._publish_seq = seq
         conn.send(b"".join(frames))
 
+    def _confirm_own_writes(self, conn: AMQPConnection) -> None:
+        """Pipelined confirms: what this transport published is on the broker before it
+        looks at queues (read-your-writes), so ``size``/``fetch``/``purge`` see it."""
+        if self._unconfirmed:
+            self._wait_for_confirms(conn, 0)
+
     def _wait_for_confirms(self, conn: AMQPConnection, allowed: int) -> None:
         """Wait until at most ``allowed`` messages are unconfirmed; report failures."""
         if allowed and len(self._unconfirmed) > allowed // 2:
@@ -488,6 +494,7 @@ class AMQPTransport:
     def _fetch_on(
         self, conn: AMQPConnection, queues: tuple[str, ...], limit: int, deadline: float
     ) -> list[Delivery]:
+        self._confirm_own_writes(conn)
         self._consume(conn, queues, limit)
         buffer = self._buffer
         if len(buffer) < limit:
@@ -613,6 +620,7 @@ class AMQPTransport:
     # -- purge / size ----------------------------------------------------------------------
 
     def _purge_on(self, conn: AMQPConnection, queue: str) -> int:
+        self._confirm_own_writes(conn)
         channel = self._admin_channel
         if queue in self._consumers:
             # Give back what we prefetched but did not hand out, so it is purged too. The
@@ -632,6 +640,7 @@ class AMQPTransport:
         return int(reply.message_count)
 
     def _size_on(self, conn: AMQPConnection, queue: str) -> int:
+        self._confirm_own_writes(conn)
         try:
             reply = self._admin_rpc(
                 conn, spec.Queue.Declare(queue=queue, passive=True), spec.Queue.DeclareOk
