@@ -61,12 +61,20 @@ class Outcome:
     requeue: bool | None = None
 
 
+#: What a failure stored in place of an unserializable result keeps of the original meta.
+_FAILURE_KEEPS = ("reply_to", "parent_id", "group_id")
+
+
 class ResultSink:
     """Collects result metas and writes them in batches (``flush``).
 
     With ``max_delay``, a thread stores what has been pending that long, so a quick task's
     result is not held back by a slow task that runs after it in the same batch. Batches are
     stored one at a time, in the order their metas came (STARTED never lands after SUCCESS).
+
+    Storing never raises into the worker: a result the serializer cannot encode is stored
+    as the task's failure (as Celery does) without losing the others of its batch, and a
+    backend that cannot be reached is logged.
     """
 
     def __init__(
@@ -85,7 +93,7 @@ class ResultSink:
 
     def add(self, meta: dict[str, Any]) -> None:
         if not self.batch:
-            self.backend.store([meta])
+            self._store([meta])
             return
         with self._added:
             self.pending.append(meta)
@@ -100,7 +108,41 @@ class ResultSink:
             with self._added:
                 pending, self.pending = self.pending, []
             if pending:
-                self.backend.store(pending)
+                self._store(pending)
+
+    def _store(self, metas: list[dict[str, Any]]) -> None:
+        try:
+            self.backend.store(metas)
+        except (TypeError, ValueError):  # what serializers raise for values they cannot encode
+            self._store_each(metas)
+        except Exception as exc:
+            logger.error(
+                "Cannot store %d task result(s) in %s: %s", len(metas), self.backend.url, exc
+            )
+
+    def _store_each(self, metas: list[dict[str, Any]]) -> None:
+        for meta in metas:
+            try:
+                self.backend.store([meta])
+                continue
+            except (TypeError, ValueError) as exc:
+                error = TypeError(f"the task's result cannot be serialized: {exc}")
+            except Exception as exc:
+                logger.error("Cannot store a task result in %s: %s", self.backend.url, exc)
+                continue
+            task_id = meta.get("task_id") or ""
+            logger.error("Task %s: %s: stored as its failure", task_id, error)
+            failure = build_meta(
+                task_id,
+                states.FAILURE,
+                exception_to_dict(error),
+                f"{type(error).__name__}: {error}",
+                extra={key: meta[key] for key in _FAILURE_KEEPS if key in meta},
+            )
+            try:
+                self.backend.store([failure])
+            except Exception as final:
+                logger.error("Cannot store a task result in %s: %s", self.backend.url, final)
 
     def _store_late(self, max_delay: float) -> None:
         while True:
@@ -110,10 +152,7 @@ class ResultSink:
                 since = self._since
             time.sleep(max(0.0, since + max_delay - time.monotonic()))
             if self.pending and self._since == since:  # not flushed meanwhile
-                try:
-                    self.flush()
-                except Exception as exc:
-                    logger.error("Cannot store task results in %s: %s", self.backend.url, exc)
+                self.flush()
 
 
 def _overrides(task: Task[Any, Any], hook: str) -> bool:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Sequence
 
+from celeriac import states
 from celeriac.worker.execute import Executor
 from celeriac.worker.job import Completion, Job
 from celeriac.worker.pools.base import PoolContext
+
+logger = logging.getLogger("celeriac.worker")
 
 _STOP = None
 
@@ -40,7 +44,14 @@ class ThreadPool:
             job = self.jobs.get()
             if job is _STOP:
                 return
-            self.completions.put(executor.run(job))
+            try:
+                completion = executor.run(job)
+            except BaseException:  # a thread that died would hold its job (and shutdown) forever
+                logger.exception(
+                    "Task %s[%s]: the worker thread failed", job.task_name, job.task_id
+                )
+                completion = Completion(job.seq, states.FAILURE)
+            self.completions.put(completion)
 
     def free_slots(self) -> int:
         return max(self.concurrency - self.in_flight, 0)
