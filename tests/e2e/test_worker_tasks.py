@@ -93,6 +93,10 @@ def record(value, label):
     note(f"record-{label}", repr(value))
 
 @app.task
+def unserializable():
+    return object()
+
+@app.task
 async def coroutine(x):
     await asyncio.sleep(0.01)
     return x * 2
@@ -275,3 +279,16 @@ def test_async_def_task_runs(setup: Setup) -> None:
     results = [wtasks.coroutine.delay(n) for n in range(5)]
 
     assert [result.get(timeout=10) for result in results] == [0, 2, 4, 6, 8]
+
+
+def test_result_that_cannot_be_serialized_fails_that_task_alone(setup: Setup) -> None:
+    _, wtasks, worker = setup
+    before = wtasks.add.delay(1, 1)
+    odd = wtasks.unserializable.delay()
+    after = wtasks.add.delay(2, 2)
+
+    with pytest.raises(TypeError, match="cannot be serialized"):
+        odd.get(timeout=10)
+    assert (before.get(timeout=10), after.get(timeout=10)) == (2, 4)
+    assert wtasks.add.delay(3, 3).get(timeout=10) == 6  # the pool still has its capacity
+    assert worker.process.poll() is None
