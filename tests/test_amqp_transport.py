@@ -310,6 +310,29 @@ def test_unconfirmed_publish_after_a_quiet_spell_notices_a_closed_connection(
     assert numbers(fetch_all(make(), queue, 2)) == [0, 1]
 
 
+def test_without_retry_a_failed_publish_is_left_to_the_caller(
+    make: Factory, vhost: str, queue: str
+) -> None:
+    # How the app publishes: connection_retry=False, its own retry policy around publish.
+    forwarder = Forwarder()
+    url = f"amqp://guest:guest@127.0.0.1:{forwarder.port}/{vhost}"
+    publisher = AMQPTransport(url, TransportOptions(connection_retry=False))
+    try:
+        publisher.publish(numbered(queue, 1))
+        forwarder.outage()
+        with pytest.raises(OperationalError, match="connection"):
+            publisher.publish(numbered(queue, 2)[1:])
+        forwarder.restore()
+        publisher.publish(numbered(queue, 2)[1:])  # the caller's retry
+    finally:
+        publisher.close()
+        forwarder.close()
+
+    consumer = make()
+    assert numbers(fetch_all(consumer, queue, 2)) == [0, 1]
+    assert consumer.fetch([queue], 5, 0.3) == []  # and not a second copy
+
+
 def test_rides_out_an_outage_with_one_line_per_retry(
     vhost: str, queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -129,7 +129,15 @@ class AMQPTransport:
             if self._confirm:
                 self._wait_for_confirms(conn, self._confirm_window)
 
-        self._run(publish_batch)
+        try:
+            self._run(publish_batch)
+        except OperationalError:
+            # The caller learns that this batch failed and owns retrying it: it must not
+            # also be republished from here after a reconnect (earlier pipelined ones are).
+            mine = {id(envelope) for envelope in envelopes}
+            for seq in [seq for seq, env in self._unconfirmed.items() if id(env) in mine]:
+                del self._unconfirmed[seq]
+            raise
 
     def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
         if limit <= 0 or not queues:
