@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -17,7 +17,7 @@ import pytest
 
 from celeriac.exceptions import InvalidMessageError, NotRegistered
 from celeriac.protocol.message import Envelope, build_task_envelope
-from tests.e2e.worker_harness import broker, load, log_lines, publish_raw, wait_until
+from tests.e2e.worker_harness import broker, log_lines, publish_raw, shared_worker, wait_until
 from tests.support import WorkerProcess
 
 TASKS = """
@@ -49,12 +49,12 @@ def assert_worker_survived(worker: WorkerProcess, wtasks: ModuleType) -> None:
         assert transport.size("celery") == 0  # nothing left behind, bad messages included
 
 
-@pytest.fixture
-def started(
-    project: Project, tmp_path: Path, start_worker: StartWorker
-) -> tuple[WorkerProcess, ModuleType]:
-    directory, wtasks = load(project, tmp_path, TASKS)
-    return start_worker(directory, "wtasks", "-c", "1"), wtasks
+@pytest.fixture(scope="module")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WorkerProcess, ModuleType]]:
+    """One worker for the module: each test's messages have their own ids."""
+    directory = tmp_path_factory.mktemp("bad-input")
+    with shared_worker(directory, TASKS, "-c", "1") as (wtasks, worker):
+        yield worker, wtasks
 
 
 def test_undecodable_body_fails_that_task_alone(started: tuple[WorkerProcess, ModuleType]) -> None:
