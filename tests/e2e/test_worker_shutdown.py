@@ -67,6 +67,7 @@ def test_warm_shutdown_finishes_the_running_task_and_gives_back_the_rest(
     worker = start_worker(directory, "wtasks", "-P", pool, "-c", "1")
     running = wtasks.nap.delay()
     waiting = [wtasks.nap.delay() for _ in range(3)]
+    waiting.append(wtasks.nap.apply_async(countdown=60))  # held by the worker for its ETA
     started(directory, running)
 
     assert warm_stop(worker, directory, running) == 0
