@@ -509,6 +509,13 @@ class chord(Signature[Any]):
             raise ImproperlyConfigured(
                 "a chord needs a result backend to count its header; set result_backend"
             )
+        if not app.backend.capabilities.chords:
+            # Refused before anything is sent, as Celery refuses: no worker could count
+            # the header, so the body would never run.
+            raise NotImplementedError(
+                f"the result backend {app.backend.url!r} does not support chords; a group "
+                "chained with a task is a chord too"
+            )
         options = {**self.options, **options}
         header, body_sig, body_result = self._prepare(body, options)
         if not len(header):
