@@ -49,6 +49,8 @@ _IDLE = -1.0
 #: after the job ended, even while the next job of the batch runs for minutes.
 RESULT_DELAY = 0.005
 _PR_SET_PDEATHSIG = 1
+#: How often a warm stop looks at the hard time limits of the tasks it waits for (seconds).
+_STOP_UPKEEP = 0.25
 
 
 def _die_with_parent(parent: int) -> None:
@@ -245,7 +247,7 @@ class PreforkPool:
                 done.extend(self._receive(child))
                 done.extend(self._reap(child, now))
                 self.children[position] = self._spawn(child.index)
-        if self.orphans and self.free_slots():
+        if self.orphans and self.free_slots() and not self.stopping:
             self.submit([])
         return done
 
@@ -307,12 +309,14 @@ class PreforkPool:
         alive = self.children
         while graceful and alive:
             ready = multiprocessing.connection.wait(
-                [child.conn for child in alive] + [child.process.sentinel for child in alive]
+                [child.conn for child in alive] + [child.process.sentinel for child in alive],
+                _STOP_UPKEEP,
             )
             for child in alive:
                 if child.conn in ready:
                     done.extend(self._receive(child))
-            alive = [child for child in alive if child.process.sentinel not in ready]
+            self.check()  # hard time limits hold while the running tasks finish
+            alive = [child for child in alive if child.process.is_alive()]
         now = time.time()
         for child in self.children:
             child.process.join(timeout=0 if graceful else 0.1)
