@@ -11,6 +11,7 @@ from types import ModuleType
 
 import pytest
 
+from celeriac.exceptions import TimeLimitExceeded
 from celeriac.result import AsyncResult
 from tests.e2e.worker_harness import broker, load, open_gate, runs, take_all, wait_until
 from tests.support import WorkerProcess
@@ -29,6 +30,10 @@ def nap(self):
 
 @app.task(bind=True, acks_late=True)
 def late_nap(self):
+    return hold(self.request.id)
+
+@app.task(bind=True, time_limit=1.0)
+def stuck(self):
     return hold(self.request.id)
 """
 
@@ -93,6 +98,21 @@ def test_next_worker_runs_what_a_warm_shutdown_gave_back(
     start_worker(directory, "wtasks", "-c", "1")
 
     assert [result.get(timeout=10) for result in [running, *waiting]] == ["rested"] * 4
+
+
+def test_warm_shutdown_still_enforces_hard_time_limits(
+    project: Project, tmp_path: Path, start_worker: StartWorker
+) -> None:
+    directory, wtasks = load(project, tmp_path, TASKS)
+    worker = start_worker(directory, "wtasks", "-c", "1")
+    stuck = wtasks.stuck.delay()
+    started(directory, stuck)
+
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(timeout=10) == 0  # the time limit ended the wait, not a kill
+
+    with pytest.raises(TimeLimitExceeded):
+        stuck.get(timeout=1)
 
 
 def test_cold_shutdown_gives_back_late_acked_tasks_only(
