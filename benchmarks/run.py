@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--startup-runs", type=int, default=5)
     parser.add_argument("--celery-startup-runs", type=int, default=3)
-    parser.add_argument("--profile-tasks", type=int, default=5000)
+    parser.add_argument("--profile-tasks", type=int, default=3000)
     parser.add_argument(
         "--drain-timeout",
         type=float,
@@ -205,7 +205,7 @@ class Bench:
             if system == "celeriac"
             else self.options.celery_latency_calls
         )
-        warmup = min(self.options.warmup, calls)
+        warmup = self.options.warmup if system == "celeriac" else min(self.options.warmup, 3)
         # Celery's round trips on the embedded transport take about a second each.
         for pool in ("prefork", "solo") if system == "celeriac" else ("prefork",):
             self.run(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import pstats
 import signal
 import sqlite3
@@ -39,9 +40,18 @@ POLL = 0.005
 
 @contextlib.contextmanager
 def running_worker(
-    target: Target, pool: str, concurrency: int, command: list[str] | None = None
+    target: Target,
+    pool: str,
+    concurrency: int,
+    command: list[str] | None = None,
+    warm: bool = True,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker subprocess for the duration of the block; its output goes to worker.log."""
+    """A worker subprocess for the duration of the block; its output goes to worker.log.
+
+    It runs in a process group of its own. It is stopped with SIGTERM (warm shutdown), or,
+    when ``warm`` is false because nothing it still holds matters, the whole group is
+    killed at once (Celery's shutdowns on its SQLAlchemy transport take seconds, even cold).
+    """
     log = open(target.workdir / "worker.log", "wb")  # noqa: SIM115  (closed below)
     process = subprocess.Popen(
         command or target.worker_command(pool, concurrency),
@@ -49,22 +59,24 @@ def running_worker(
         cwd=target.workdir,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         yield process
     finally:
-        stop_worker(process)
+        stop_worker(process, warm)
         log.close()
 
 
-def stop_worker(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    if process.poll() is None:
+def stop_worker(process: subprocess.Popen[bytes], warm: bool, timeout: float = 60) -> None:
+    if warm and process.poll() is None:
         process.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    # Whatever is left of the worker's own process group (children included) goes now.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def wait_for_marker(path: Path, deadline: float, process: subprocess.Popen[bytes]) -> float | None:
@@ -198,7 +210,7 @@ def wait_for_results(target: Target, count: int, deadline: float) -> None:
 def latency(
     target: Target, calls: int, warmup: int, pool: str, concurrency: int = 2
 ) -> dict[str, Any]:
-    with running_worker(target, pool, concurrency):
+    with running_worker(target, pool, concurrency, warm=False):
         answer = target.client("latency", "--count", str(calls), "--warmup", str(warmup))
     samples = sorted(answer["samples"])  # type: ignore[call-overload]
     return {"pool": pool, "calls": calls, "warmup": warmup, **percentiles(samples)}
@@ -225,7 +237,7 @@ def startup(
     first = target.marker("first")
     target.client("fill", "--count", "1", "--first", str(first))
     spawned = time.time()
-    with running_worker(target, pool, concurrency) as worker:
+    with running_worker(target, pool, concurrency, warm=False) as worker:
         ran_at = wait_for_marker(first, time.monotonic() + timeout, worker)
     if ran_at is None:
         raise RuntimeError(f"{target.system}: the task never ran\n{worker_log_tail(target)}")
