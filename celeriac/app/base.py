@@ -110,7 +110,7 @@ class Celery:
                 return
             raise
         self.conf.load_config(values)
-        self._reset_connections()
+        self.close()  # connections made with the old settings
 
     def config_from_envvar(
         self, variable_name: str, silent: bool = False, force: bool = False
