@@ -24,12 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
 from celeriac.app.trace import is_expired, reply_extra
-from celeriac.exceptions import InvalidMessageError, NotRegistered, TaskRevokedError
+from celeriac.exceptions import (
+    ImproperlyConfigured,
+    InvalidMessageError,
+    NotRegistered,
+    TaskRevokedError,
+)
 from celeriac.protocol.message import check_task_headers, parse_datetime, upgrade_v1
 from celeriac.protocol.results import build_meta, exception_to_dict
 from celeriac.transports.base import Delivery, QueueSpec, Transport
 from celeriac.worker.job import Completion, Job
 from celeriac.worker.pools.base import Pool
+from celeriac.worker.ratelimit import TokenBucket, parse_rate
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
@@ -51,6 +57,8 @@ class TaskFlags:
     acks_on_failure_or_timeout: bool
     soft_time_limit: float | None
     hard_time_limit: float | None
+    #: ``rate_limit`` of the task in this worker, if any.
+    bucket: TokenBucket | None = None
 
 
 class Consumer:
@@ -92,6 +100,10 @@ class Consumer:
         self.default_ack_failures = bool(conf.task_acks_on_failure_or_timeout)
         self.default_soft = conf.task_soft_time_limit
         self.default_hard = conf.task_time_limit
+        self.default_rate = conf.task_default_rate_limit
+        self.rate_limits = not conf.worker_disable_rate_limits
+        #: Whether any task seen so far has a rate limit (skips the check otherwise).
+        self.limited = False
 
     # -- the loop
     def run(self, should_stop: Callable[[], bool]) -> None:
@@ -218,9 +230,23 @@ class Consumer:
             ),
             soft_time_limit=pick(task.soft_time_limit, self.default_soft),
             hard_time_limit=pick(task.time_limit, self.default_hard),
+            bucket=self.rate_limit_bucket(name, pick(task.rate_limit, self.default_rate)),
         )
         self.flags[name] = flags
         return flags
+
+    def rate_limit_bucket(self, name: str, rate_limit: Any) -> TokenBucket | None:
+        if not self.rate_limits or not rate_limit:
+            return None
+        try:
+            rate = parse_rate(rate_limit)
+        except ImproperlyConfigured as exc:
+            logger.error("Task %s: %s; running it without a rate limit", name, exc)
+            return None
+        if rate <= 0:
+            return None
+        self.limited = True
+        return TokenBucket(rate)
 
     def invalid(self, delivery: Delivery, error: Exception) -> None:
         envelope = delivery.envelope
@@ -289,6 +315,8 @@ class Consumer:
         if not ready or free <= 0:
             return
         jobs = [ready.popleft() for _ in range(min(free, len(ready)))]
+        if self.limited:
+            jobs = self.within_rate_limits(jobs)
         early: list[Delivery] = []
         ack_now = self.pool.starts_on_submit
         for job in jobs:
@@ -302,6 +330,18 @@ class Consumer:
         if early:
             self.transport.ack(early)  # early ack: before the tasks run
         self.pool.submit(jobs)
+
+    def within_rate_limits(self, jobs: list[Job]) -> list[Job]:
+        """The jobs a token is free for; the others wait in the timer heap until one is."""
+        allowed = []
+        for job in jobs:
+            bucket = self.flags[job.task_name].bucket
+            wait = bucket.take() if bucket is not None else 0.0
+            if wait:
+                heapq.heappush(self.eta_heap, (time.time() + wait, job.seq, job))
+            else:
+                allowed.append(job)
+        return allowed
 
     def ack_started(self) -> None:
         """Early acks of the jobs the pool has started since the last look."""
