@@ -260,6 +260,14 @@ class TaskRunner:
         else:
             outcome = Outcome(states.SUCCESS, retval, runtime=time.monotonic() - started)
             self._on_success(retval, context, store, sink)
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "Task %s[%s] succeeded in %.6fs: %s",
+                    self.name,
+                    context.id,
+                    outcome.runtime,
+                    safe_repr(retval, self.task.resultrepr_maxsize),
+                )
         finally:
             self.request_var.reset(token)
             _state.current_task_var.reset(task_token)

@@ -194,6 +194,8 @@ class Consumer:
             hard_limit if hard_limit is not None else flags.hard_time_limit,
         )
         self.held[job.seq] = delivery
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("Task %s[%s] received", name, task_id)
         if signals.task_received.has_listeners():
             signals.task_received.send(sender=self, request=job)
         eta = headers.get("eta")

@@ -139,5 +139,15 @@ def open_gate(directory: Path, task_id: str) -> None:
 
 
 def log_lines(output: str, *needles: str) -> list[str]:
-    """The lines of ``output`` that contain every one of ``needles``."""
-    return [line for line in output.splitlines() if all(needle in line for needle in needles)]
+    """The warning and error lines of ``output`` that contain every one of ``needles``.
+
+    INFO lines ("Task ... received") are left out: the one line a bad message gets is the
+    error that names it and the reason.
+    """
+    return [
+        line
+        for line in output.splitlines()
+        if all(needle in line for needle in needles)
+        and ": INFO/" not in line
+        and ": DEBUG/" not in line
+    ]
