@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -26,8 +27,8 @@ from celeriac.transports.redis import RedisTransport
 from celeriac.transports.redis.connection import redis_py_url, safe_url
 from celeriac.transports.redis.keyspace import KeySpace, topic_pattern
 
-celery = pytest.importorskip("celery")
-kombu = pytest.importorskip("kombu")
+celery: Any = pytest.importorskip("celery")
+kombu: Any = pytest.importorskip("kombu")
 
 pytestmark = [pytest.mark.redis, pytest.mark.celery]
 
@@ -83,7 +84,7 @@ def new_transport(created: list[RedisTransport], **options: object) -> RedisTran
 
 
 @pytest.fixture
-def celery_app() -> Iterator[celery.Celery]:
+def celery_app() -> Iterator[Any]:
     app = celery.Celery("wire", broker=URL, set_as_current=False)
     app.conf.broker_connection_retry_on_startup = True
     yield app
@@ -103,7 +104,7 @@ def envelope_for(queue: str, number: int, priority: int = 0, **extra: object) ->
 
 
 def test_celery_send_task_is_fetched_and_decoded(
-    celery_app: celery.Celery, names: Names, transports: list[RedisTransport]
+    celery_app: Any, names: Names, transports: list[RedisTransport]
 ) -> None:
     queue = names("from-celery")
     result = celery_app.send_task(
@@ -137,7 +138,7 @@ def test_celery_send_task_is_fetched_and_decoded(
 
 
 def test_celery_priorities_follow_kombus_order(
-    celery_app: celery.Celery, names: Names, transports: list[RedisTransport], raw: redis.Redis
+    celery_app: Any, names: Names, transports: list[RedisTransport], raw: redis.Redis
 ) -> None:
     queue = names("celery-priorities")
     for number, priority in enumerate([9, 3, 0, 6]):
@@ -180,7 +181,7 @@ def test_kombu_fanout_broadcast_reaches_a_celeriac_pidbox_queue(
     listener = new_transport(transports)
     mailbox = names("node.celery.pidbox")
     listener.declare([QueueSpec(mailbox, exchange="celery.pidbox", exchange_type="fanout")])
-    body = {"method": "ping", "arguments": {}, "destination": None}
+    body: dict[str, object] = {"method": "ping", "arguments": {}, "destination": None}
 
     with kombu.Connection(URL) as connection:
         exchange = kombu.Exchange("celery.pidbox", type="fanout", durable=False)
@@ -345,7 +346,7 @@ def test_messages_of_a_dead_process_come_back_flagged(
     assert consumer.size(queue) == 0
     assert not raw.exists("unacked")  # kombu's hash is never used
 
-    back: list = []
+    back: list[Delivery] = []
     deadline = time.monotonic() + 10
     while len(back) < 2 and time.monotonic() < deadline:
         back += consumer.fetch([queue], 10, deadline - time.monotonic())

@@ -186,7 +186,9 @@ class RedisTransport:
             self._call("publish", lambda: self._publish(envelopes))
 
     def _publish(self, envelopes: Sequence[Envelope]) -> None:
-        named = {envelope.exchange for envelope in envelopes if envelope.exchange}
+        types = self._exchange_types
+        # Fanout exchanges need no binding table: they publish on a channel.
+        named = {e.exchange for e in envelopes if e.exchange and types.get(e.exchange) != "fanout"}
         bindings = self._read_bindings(named) if named else {}
         pushes: dict[str, list[bytes]] = {}
         channels: list[tuple[str, bytes]] = []
@@ -195,7 +197,7 @@ class RedisTransport:
         steps = self._steps
         for envelope in envelopes:
             exchange = envelope.exchange
-            if exchange and self._exchange_types.get(exchange) == "fanout":
+            if exchange and types.get(exchange) == "fanout":
                 channels.append(
                     (keys.fanout_channel(exchange, envelope.routing_key), encode(envelope))
                 )
