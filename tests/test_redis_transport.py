@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -511,3 +512,46 @@ def test_huge_batch_round_trip(names: Names, transports: list[RedisTransport]) -
         seen += len(batch)
         transport.ack(batch)
     assert seen == 6000
+
+
+def test_auto_delete_queues_go_with_their_transport(
+    names: Names, transports: list[RedisTransport], raw: redis.Redis
+) -> None:
+    oid = names("oid")
+    reply_queue = f"{oid}.reply.celery.pidbox"
+    exchange = names("reply.celery.pidbox")
+    transport = new_transport(transports)
+    spec = QueueSpec(reply_queue, exchange=exchange, routing_key=oid, auto_delete=True)
+    transport.declare([spec])
+    reply = envelope_for(oid, 1)
+    reply.exchange = exchange
+    transport.publish([reply])
+    assert raw.llen(reply_queue) == 1
+
+    transport.close()
+
+    assert not raw.exists(reply_queue)
+    assert raw.smembers(f"_kombu.binding.{exchange}") == set()
+
+
+def test_celeriac_events_reach_a_kombu_event_receiver(
+    names: Names, transports: list[RedisTransport]
+) -> None:
+    exchange_name = names("events")
+    with kombu.Connection(URL) as connection:
+        exchange = kombu.Exchange(exchange_name, type="fanout")
+        queue = kombu.Queue(names("receiver"), exchange, routing_key="worker.#", auto_delete=True)
+        received: list[Any] = []
+        with connection.Consumer(queue, callbacks=[lambda body, msg: received.append(body)]):
+            # kombu subscribes when it first drains: this returns on the confirmation.
+            connection.drain_events(timeout=5)
+            producer = new_transport(transports, fanout_exchanges=[exchange_name])
+            for key, number in (("worker.heartbeat", 1), ("task.succeeded", 2)):
+                body = orjson.dumps({"type": key, "n": number})
+                producer.publish([Envelope(body, {}, {}, exchange=exchange_name, routing_key=key)])
+            deadline = time.monotonic() + 5
+            while not received and time.monotonic() < deadline:
+                connection.drain_events(timeout=5)
+            with pytest.raises(TimeoutError):
+                connection.drain_events(timeout=0.3)  # task.* is not for a worker.# binding
+    assert received == [{"type": "worker.heartbeat", "n": 1}]

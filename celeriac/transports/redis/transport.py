@@ -26,6 +26,9 @@ Transport options (``broker_transport_options``): ``global_keyprefix``, ``sep``,
 ``holder_check_interval`` (2 s), ``polling_interval`` (0.1 s, only when the server refuses
 ``CLIENT TRACKING``), ``socket_timeout``, ``max_connections``.
 
+Queues declared ``auto_delete`` (or ``exclusive``), like Celery's reply and event queues,
+are deleted with their bindings when the transport that declared them closes.
+
 Needs Redis >= 6.2 (``RPOP`` with a count). Not for Redis Cluster.
 """
 
@@ -126,6 +129,8 @@ class RedisTransport:
         )
         #: fanout-bound queue → the channel patterns it listens to
         self._fanout_queues: dict[str, list[str]] = {}
+        #: auto-delete (or exclusive) queue → its (exchange, binding member) pairs
+        self._auto_delete: dict[str, list[tuple[str, str]]] = {}
         self._holder = uuid.uuid4().hex
         self._pid = os.getpid()
         self._consumer: _Consumer | None = None
@@ -150,6 +155,8 @@ class RedisTransport:
         def write() -> None:
             pipe = self._client.pipeline(transaction=False)
             for spec in queues:
+                if spec.auto_delete or spec.exclusive:
+                    self._auto_delete.setdefault(spec.name, [])
                 if not spec.exchange:
                     continue
                 kind = self._exchange_types.get(spec.exchange, spec.exchange_type)
@@ -168,6 +175,8 @@ class RedisTransport:
                 pipe.hset(self._keys.exchange_types_key, spec.exchange, kind)
                 pipe.sadd(self._keys.bindings_key(spec.exchange), member)
                 pipe.sadd(self._keys.permanent_bindings_key(spec.exchange), member)
+                if spec.name in self._auto_delete:
+                    self._auto_delete[spec.name].append((spec.exchange, member))
             pipe.execute()
 
         self._call("declare", write)
@@ -394,8 +403,21 @@ class RedisTransport:
                     exc,
                     self._holder_expires,
                 )
+        if self._auto_delete:
+            with contextlib.suppress(*RETRYABLE):  # best effort, as the queues are temporary
+                self._delete_auto_delete_queues()
         self._drop_consumer()
         self._pool.disconnect()
+
+    def _delete_auto_delete_queues(self) -> None:
+        """Drop the queues declared auto-delete here, and their bindings (kombu does too)."""
+        pipe = self._client.pipeline(transaction=False)
+        for queue, bindings in self._auto_delete.items():
+            pipe.delete(*self._keys.list_keys(queue))
+            for exchange, member in bindings:
+                pipe.srem(self._keys.bindings_key(exchange), member)
+                pipe.srem(self._keys.permanent_bindings_key(exchange), member)
+        pipe.execute()
 
     def _give_back_held(self) -> None:
         requeue_held(self._client, self._scripts, self._keys, self._holder)
