@@ -82,6 +82,8 @@ def _table(
     cells: Callable[[Run], list[str]],
 ) -> list[str]:
     """A Markdown table: ``label`` cells, then measured cells or the reason there are none."""
+    if not runs:
+        return []
     lines = ["", f"### {title}", "", f"| {' | '.join(columns)} |"]
     lines.append(
         "|" + "|".join("---" if name in _TEXT_COLUMNS else "--:" for name in columns) + "|"
