@@ -6,6 +6,7 @@ random part, and the ``names`` fixture deletes every key containing it afterward
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import subprocess
@@ -555,3 +556,19 @@ def test_celeriac_events_reach_a_kombu_event_receiver(
             with pytest.raises(TimeoutError):
                 connection.drain_events(timeout=0.3)  # task.* is not for a worker.# binding
     assert received == [{"type": "worker.heartbeat", "n": 1}]
+
+
+def test_a_transport_dropped_without_close_gives_its_messages_back(
+    names: Names, transports: list[RedisTransport]
+) -> None:
+    queue = names("dropped")
+    other = new_transport(transports, **FAST_HOLDERS)
+    dropped = RedisTransport(URL, TransportOptions(transport_options=FAST_HOLDERS))
+    dropped.publish([envelope_for(queue, 1)])
+    assert len(dropped.fetch([queue], 10, 5.0)) == 1
+
+    del dropped
+    gc.collect()
+
+    [back] = other.fetch([queue], 10, 5.0)
+    assert back.redelivered

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Sequence
 
 import redis
@@ -164,6 +165,15 @@ def requeue_held(
     return moved
 
 
+def release_holder(client: redis.Redis, scripts: Scripts, keys: KeySpace, holder: str) -> None:
+    """Give back everything ``holder`` holds and forget it: its consumer is going away."""
+    requeue_held(client, scripts, keys, holder)
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(keys.alive_key(holder))
+    pipe.srem(keys.holders_key, holder)
+    pipe.execute()
+
+
 def reclaim_dead_holders(client: redis.Redis, scripts: Scripts, keys: KeySpace) -> int:
     """Give back what consumers whose heartbeat expired still hold; how many messages."""
     dead = scripts.find_dead(keys=[keys.holders_key], args=[keys.holder_prefix], client=client)
@@ -191,6 +201,7 @@ class Heartbeat(threading.Thread):
 
     def __init__(
         self,
+        owner: object,
         client: redis.Redis,
         scripts: Scripts,
         keys: KeySpace,
@@ -201,6 +212,8 @@ class Heartbeat(threading.Thread):
         check_interval: float,
     ) -> None:
         super().__init__(name=f"celeriac-redis-heartbeat-{holder[:8]}", daemon=True)
+        # Weak: a transport dropped without close() must not be kept alive by its heartbeat.
+        self._owner = weakref.ref(owner)
         self._client = client
         self._scripts = scripts
         self._keys = keys
@@ -219,6 +232,9 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         beats = 0
         while not self._stopped.is_set():
+            if self._owner() is None:
+                self._release_abandoned()
+                return
             try:
                 self._beat(first=beats == 0)
                 if beats % self._check_every == 0:
@@ -241,6 +257,17 @@ class Heartbeat(threading.Thread):
                 logger.exception("Redis: holder heartbeat %s", self._holder)
             beats += 1
             self._stopped.wait(self._interval)
+
+    def _release_abandoned(self) -> None:
+        try:
+            release_holder(self._client, self._scripts, self._keys, self._holder)
+            logger.warning(
+                "Redis: a transport was dropped without close(); its reserved messages are "
+                "back in their queues"
+            )
+        except RETRYABLE:  # the server is away: its heartbeat expires, others reclaim
+            pass
+        self._client.connection_pool.disconnect()
 
     def _beat(self, first: bool) -> None:
         pipe = self._client.pipeline(transaction=False)

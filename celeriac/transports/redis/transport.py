@@ -59,6 +59,7 @@ from celeriac.transports.redis.holding import (
     MAX_FETCH,
     Heartbeat,
     Scripts,
+    release_holder,
     requeue_held,
 )
 from celeriac.transports.redis.keyspace import (
@@ -395,7 +396,7 @@ class RedisTransport:
         if self._heartbeat is not None:
             self._heartbeat.stop()
             try:
-                self._give_back_held()
+                release_holder(self._client, self._scripts, self._keys, self._holder)
             except RETRYABLE as exc:
                 logger.warning(
                     "Redis: could not return held messages on close (%s); other consumers "
@@ -419,13 +420,6 @@ class RedisTransport:
                 pipe.srem(self._keys.permanent_bindings_key(exchange), member)
         pipe.execute()
 
-    def _give_back_held(self) -> None:
-        requeue_held(self._client, self._scripts, self._keys, self._holder)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.delete(self._keys.alive_key(self._holder))
-        pipe.srem(self._keys.holders_key, self._holder)
-        pipe.execute()
-
     def _consuming(self) -> _Consumer:
         """The consumer side, created on first use (or again after a lost connection)."""
         if self._consumer is None:
@@ -435,6 +429,7 @@ class RedisTransport:
                     self._consumer.doorbell.subscribe_fanout(pattern, queue)
         if self._heartbeat is None:
             self._heartbeat = Heartbeat(
+                self,
                 self._client,
                 self._scripts,
                 self._keys,
