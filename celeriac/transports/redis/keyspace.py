@@ -11,10 +11,10 @@ kombu's layout (so Celery peers share the queues):
 * fanout exchange ``E``: Pub/Sub channel ``/<db>.E`` (``/<db>.E/<routing key>`` when the
   message has one); subscribers ``PSUBSCRIBE`` ``/<db>.E/<binding key, # as *>``.
 
-celeriac's own keys, which kombu never reads: ``celeriac.exchanges`` (exchange → type, so a
-producer that never declared knows a fanout exchange), ``celeriac.holders`` (consumer ids),
-``celeriac.alive.<id>`` (heartbeat with a TTL) and ``celeriac.held.<id>`` (what that
-consumer reserved). Every key and channel is prefixed with ``global_keyprefix`` as-is.
+celeriac's own keys, which kombu never reads: ``celeriac.exchanges`` (fanout exchange →
+``fanout``, so a producer that never declared one knows to publish on its channel),
+``celeriac.holders`` (consumer ids), ``celeriac.alive.<id>`` (heartbeat with a TTL) and
+``celeriac.held.<id>`` (what that consumer reserved). Every key and channel is prefixed with ``global_keyprefix`` as-is.
 """
 
 from __future__ import annotations

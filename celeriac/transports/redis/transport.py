@@ -173,7 +173,10 @@ class RedisTransport:
                     regex = topic_pattern(key) if kind == "topic" else ""
                     member = self._keys.binding_member(key, regex, spec.name)
                 self._exchange_types[spec.exchange] = kind
-                pipe.hset(self._keys.exchange_types_key, spec.exchange, kind)
+                if kind == "fanout":
+                    # Producers that never declared it must know to PUBLISH; direct and
+                    # topic need no record, their binding members say how to match.
+                    pipe.hset(self._keys.exchange_types_key, spec.exchange, kind)
                 pipe.sadd(self._keys.bindings_key(spec.exchange), member)
                 pipe.sadd(self._keys.permanent_bindings_key(spec.exchange), member)
                 if spec.name in self._auto_delete:
