@@ -14,7 +14,8 @@ kombu's layout (so Celery peers share the queues):
 celeriac's own keys, which kombu never reads: ``celeriac.exchanges`` (fanout exchange →
 ``fanout``, so a producer that never declared one knows to publish on its channel),
 ``celeriac.holders`` (consumer ids), ``celeriac.alive.<id>`` (heartbeat with a TTL) and
-``celeriac.held.<id>`` (what that consumer reserved). Every key and channel is prefixed with ``global_keyprefix`` as-is.
+``celeriac.held.<id>`` (what that consumer reserved). Every key and channel is prefixed
+with ``global_keyprefix`` as-is.
 """
 
 from __future__ import annotations
