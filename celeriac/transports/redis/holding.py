@@ -14,6 +14,11 @@ tasks and ETA tasks run twice. celeriac ties redelivery to the holder's *livenes
 
 kombu peers never read these keys (so they cannot restore celeriac's messages after an
 hour), and celeriac never touches kombu's ``unacked`` hash (kombu restores its own).
+
+A consumer whose heartbeat thread cannot run for longer than ``holder_expires`` (stopped
+with SIGSTOP, or a C extension holding the GIL that long) is taken for dead and its
+messages go to others; it logs a warning when it notices. Raise ``holder_expires`` for such
+workloads.
 """
 
 from __future__ import annotations
