@@ -314,9 +314,11 @@ def test_without_retry_a_failed_publish_is_left_to_the_caller(
     make: Factory, vhost: str, queue: str
 ) -> None:
     # How the app publishes: connection_retry=False, its own retry policy around publish.
+    # With waited confirms the failure surfaces in the failing call itself.
     forwarder = Forwarder()
     url = f"amqp://guest:guest@127.0.0.1:{forwarder.port}/{vhost}"
-    publisher = AMQPTransport(url, TransportOptions(connection_retry=False))
+    options = TransportOptions(connection_retry=False, transport_options={"confirm_publish": True})
+    publisher = AMQPTransport(url, options)
     try:
         publisher.publish(numbered(queue, 1))
         forwarder.outage()
@@ -501,10 +503,23 @@ def test_consumer_cancelled_by_queue_deletion_consumes_again(
 def test_publishing_to_a_missing_exchange_raises_and_the_transport_goes_on(
     make: Factory, queue: str
 ) -> None:
-    transport = make()
+    transport = make(confirm_publish=True)
 
     with pytest.raises(OperationalError, match="404"):
         transport.publish([Envelope(b"", {}, {}, exchange=f"{queue}-nowhere", routing_key="k")])
+    transport.publish(numbered(queue, 1))
+
+    assert numbers(fetch_all(transport, queue, 1)) == [0]
+
+
+def test_pipelined_confirms_report_a_missing_exchange_on_a_later_call(
+    make: Factory, queue: str
+) -> None:
+    transport = make()  # the default: pipelined confirms
+
+    transport.publish([Envelope(b"", {}, {}, exchange=f"{queue}-nowhere", routing_key="k")])
+    with pytest.raises(OperationalError, match="404"):
+        transport.size(queue)  # reading waits for this transport's pending confirms
     transport.publish(numbered(queue, 1))
 
     assert numbers(fetch_all(transport, queue, 1)) == [0]

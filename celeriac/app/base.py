@@ -303,8 +303,11 @@ class Celery:
         retry by their own policy (publishing follows ``task_publish_retry_policy``).
         """
         conf = self.conf
+        transport_options = dict(conf.broker_transport_options or {})
+        if conf.broker_use_ssl and "ssl" not in transport_options:
+            transport_options["ssl"] = conf.broker_use_ssl
         options = TransportOptions(
-            transport_options=conf.broker_transport_options or {},
+            transport_options=transport_options,
             connection_timeout=float(conf.broker_connection_timeout or 4.0),
             connection_retry=bool(
                 conf.broker_connection_retry if connection_retry is None else connection_retry
