@@ -9,13 +9,14 @@ Batching: ``publish`` writes a whole batch with one ``sendall`` and then waits o
 the broker's (usually ``multiple``) confirms; ``ack``/``reject`` settle a run of
 contiguous delivery tags with one ``multiple`` frame and never wait.
 
-Confirms (``transport_options["confirm_publish"]``): ``True`` (default) waits for them in
-every ``publish`` call, as the contract says. For persistent messages the broker confirms
-after writing to disk, so one-message calls are bound by its fsync latency (~1 ms here);
-``"pipelined"`` returns once the batch is written and keeps up to ``confirm_window``
-messages unconfirmed, which run at the speed of unconfirmed publishing yet are still
-republished after a reconnect, waited for before this transport reads queues (``size``,
-``fetch``, ``purge``) and on ``close``. ``False`` turns confirms off (kombu's default).
+Confirms (``transport_options["confirm_publish"]``): ``"pipelined"`` (default) returns
+once the batch is written and keeps up to ``confirm_window`` messages unconfirmed, which
+run at the speed of unconfirmed publishing yet are still republished after a reconnect,
+waited for before this transport reads queues (``size``, ``fetch``, ``purge``) and on
+``close``; a refusal surfaces on a later call. ``True`` waits for them in every
+``publish`` call; for persistent messages the broker confirms after writing to disk, so
+one-message calls are bound by its fsync latency (~1 ms here). ``False`` turns confirms
+off (kombu's default).
 
 Prefetch: the window starts at ``max(prefetch_count option, limit)``; when the caller
 holds unacked messages and asks for more than the window lets through, it grows (see
