@@ -77,6 +77,7 @@ class Consumer:
         self.queues = list(queues)
         self.queue_names = [queue.name for queue in queues]
         self.prefetch_count = prefetch_count
+        self.refill_at = max(1, prefetch_count // 2)
         self.accept = accept
         self.flags: dict[str, TaskFlags] = {}
         self.ready: deque[Job] = deque()
@@ -121,8 +122,10 @@ class Consumer:
         self.ack_started()
         room = self.prefetch_count - len(self.ready) - len(self.late) - len(self.unstarted)
         fetched = 0
-        if room > 0:
-            busy = bool(self.ready) or self.pool.active() > 0
+        busy = bool(self.ready) or self.pool.active() > 0
+        # While busy, refill only when half the window is free: a fetch (and the ack that
+        # follows it) is a broker round trip, so it should move a batch, not one message.
+        if room > 0 and (not busy or room >= self.refill_at):
             deliveries = self.transport.fetch(
                 self.queue_names, room, 0.0 if busy else self.idle_timeout()
             )
