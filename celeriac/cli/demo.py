@@ -7,6 +7,7 @@ progress bar, waits for every result, then shows a few results and the rates.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,10 +26,14 @@ def demo(count: int, concurrency: int) -> None:
     from rich.table import Table
 
     from celeriac.cli.demo_app import DEMO_DIR, add, app
+    from celeriac.result import ResultSet
 
     console = Console()
     for leftover in DEMO_DIR.glob("*.sqlite3*"):
-        leftover.unlink()
+        if leftover.is_dir():  # the broker's holder lock files
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
     console.print(f"[bold]celeriac demo[/] — embedded broker and results in {DEMO_DIR}")
     started = time.perf_counter()
     worker = subprocess.Popen(
@@ -64,10 +69,15 @@ def demo(count: int, concurrency: int) -> None:
                 progress.update(sending, advance=len(batch))
             send_seconds = time.perf_counter() - send_started
             done_task = progress.add_task("finished", total=count)
-            values = []
-            for result in results:
-                values.append(result.get(timeout=60, interval=0.005))
-                progress.update(done_task, advance=1)
+            waiting = ResultSet(results)
+            deadline = time.monotonic() + 120
+            completed = 0
+            while completed < count and time.monotonic() < deadline:
+                time.sleep(0.1)  # a light poll: the client must not slow the worker down
+                completed = waiting.completed_count()
+                progress.update(done_task, completed=completed)
+            values = waiting.get(timeout=10)
+            progress.update(done_task, completed=count)
         total_seconds = time.perf_counter() - started
         drain_seconds = time.perf_counter() - send_started
     finally:
