@@ -12,7 +12,6 @@ as a note and as the ``remote_traceback`` attribute.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import datetime as dt
@@ -441,7 +440,7 @@ class AsyncResult(ResultBase):
         while self._cache is None:
             slice_ = deadline.next_slice()
             try:
-                (meta,) = await asyncio.to_thread(self.backend.wait, [self.id], slice_, interval)
+                (meta,) = await _to_thread(self.backend.wait, [self.id], slice_, interval)
             except TimeoutError:
                 deadline.raise_if_passed(f"task {self.id}")
             else:
@@ -752,7 +751,7 @@ class ResultSet(ResultBase):
         deadline = _Deadline(timeout, interval)
         while True:
             try:
-                return await asyncio.to_thread(
+                joined: list[Any] = await _to_thread(
                     self.join,
                     deadline.next_slice(),
                     propagate,
@@ -760,6 +759,7 @@ class ResultSet(ResultBase):
                     callback,
                     disable_sync_subtasks=False,
                 )
+                return joined
             except TimeoutError:
                 deadline.raise_if_passed(f"the {len(self.results)} results")
 
@@ -858,3 +858,10 @@ def result_from_tuple(
             backend=backend,
         )
     return AsyncResult(task_id, backend=backend, app=app, parent=parent_result)
+
+
+async def _to_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+    # asyncio is imported on first use: it is a fifth of celeriac's import time.
+    import asyncio
+
+    return await asyncio.to_thread(function, *args, **kwargs)

@@ -8,7 +8,6 @@ function call, and one result meta handed to a :class:`ResultSink` that may batc
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import inspect
 import logging
@@ -29,6 +28,8 @@ from celeriac.protocol.message import parse_datetime, safe_repr
 from celeriac.protocol.results import build_meta, exception_to_dict
 
 if TYPE_CHECKING:
+    import asyncio
+
     from celeriac.app.base import Celery
     from celeriac.backends.base import ResultBackend
     from celeriac.result import EagerResult
@@ -159,7 +160,7 @@ def _overrides(task: Task[Any, Any], hook: str) -> bool:
     return getattr(type(task), hook) is not getattr(Task, hook)
 
 
-_event_loops: dict[int, asyncio.AbstractEventLoop] = {}
+_event_loops: dict[int, asyncio.AbstractEventLoop] = {}  # asyncio: imported on first use
 
 
 def run_coroutine(coroutine: Any) -> Any:
@@ -167,6 +168,8 @@ def run_coroutine(coroutine: Any) -> Any:
     key = threading.get_ident()
     loop = _event_loops.get(key)
     if loop is None or loop.is_closed():
+        import asyncio
+
         loop = _event_loops[key] = asyncio.new_event_loop()
     return loop.run_until_complete(coroutine)
 
