@@ -91,6 +91,7 @@ _IDS_PER_QUERY = 900
 #: How often ``wait`` checks ``PRAGMA data_version`` at most; ``interval`` may ask for
 #: less often. A check reads a counter in shared memory, a few microseconds.
 _CHANGE_CHECK_PERIOD = 0.02
+_FIRST_CHANGE_CHECK = 0.001
 #: Seconds between the expired-row sweeps that ``store`` does on its own.
 _CLEANUP_PERIOD = 300.0
 _DEFAULT_BUSY_TIMEOUT = 30.0
@@ -310,8 +311,15 @@ class SQLiteBackend:
             seen = marker
             return self.get(pending)
 
+        # Look again after 1 ms, then less and less often up to the period: a quick task's
+        # result is seen within a few ms, a long wait costs a check every period.
+        step = _FIRST_CHANGE_CHECK
+
         def pause(seconds: float | None) -> None:
-            self._signal.wait_for_change(seen[1] if seen else -1, seconds)
+            nonlocal step
+            wait = step if seconds is None else min(seconds, step)
+            step = min(step * 1.5, _CHANGE_CHECK_PERIOD)
+            self._signal.wait_for_change(seen[1] if seen else -1, wait)
 
         period = min(interval, _CHANGE_CHECK_PERIOD)
         return wait_until_ready(fetch_if_changed, task_ids, timeout, period, pause)
