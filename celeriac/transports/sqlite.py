@@ -363,6 +363,21 @@ class SQLiteTransport:
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         if not envelopes:
             return
+        if len(envelopes) == 1 and not envelopes[0].exchange:
+            # The common delay(): one statement is a transaction of its own, which saves the
+            # BEGIN and COMMIT round trips (about half the cost of a single publish).
+            envelope = envelopes[0]
+            if envelope.routing_key:
+                row = (
+                    envelope.routing_key,
+                    envelope.priority,
+                    envelope.body,
+                    encode_meta(envelope),
+                )
+                with self._lock:
+                    self._connection().execute(_INSERT, row)
+                self._nothing_ready_at = None
+            return
         # Serialize before taking the write lock, so the transaction stays short.
         encoded = [(envelope, encode_meta(envelope)) for envelope in envelopes]
         with self._writing() as conn:
