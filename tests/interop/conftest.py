@@ -24,8 +24,10 @@ redis = pytest.importorskip("redis")
 pytest.importorskip("celery")
 
 LOCK_KEY = "celeriac-interop-suite"
-LOCK_SECONDS = 600
-LOCK_WAIT_SECONDS = 300
+#: The lock lapses this long after the last test began, should a run die without cleaning.
+LOCK_SECONDS = 300
+#: Below pytest-timeout (120 s), so a long wait fails with this reason, not a timeout.
+LOCK_WAIT_SECONDS = 90
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -36,27 +38,56 @@ def _rabbitmqctl(*args: str) -> None:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
 
 
+class SuiteLock:
+    """This run's hold on databases 8 and 9 (a key in database 8)."""
+
+    def __init__(self) -> None:
+        self.broker = redis.Redis.from_url(REDIS_BROKER)
+        self.results = redis.Redis.from_url(REDIS_RESULTS)
+        self.token = uuid.uuid4().hex
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while not self.broker.set(LOCK_KEY, self.token, nx=True, ex=LOCK_SECONDS):
+            if time.monotonic() > deadline:
+                pytest.fail("another run of the interop suite holds Redis databases 8 and 9")
+            time.sleep(0.5)  # another run is going on: its end cannot be waited for otherwise
+
+    def flush(self) -> None:
+        self.broker.flushdb()
+        self.results.flushdb()
+
+    def held(self) -> bool:
+        return self.broker.get(LOCK_KEY) == self.token.encode()
+
+    def renew(self) -> None:
+        self.broker.set(LOCK_KEY, self.token, ex=LOCK_SECONDS)
+
+    def close(self) -> None:
+        self.broker.close()
+        self.results.close()
+
+
 @pytest.fixture(scope="session")
-def interop_redis() -> Iterator[None]:
+def interop_redis() -> Iterator[SuiteLock]:
     """Own databases 8 and 9 for the session: locked, flushed before and after."""
-    broker = redis.Redis.from_url(REDIS_BROKER)
-    results = redis.Redis.from_url(REDIS_RESULTS)
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while not broker.set(LOCK_KEY, token, nx=True, ex=LOCK_SECONDS):
-        if time.monotonic() > deadline:
-            pytest.fail("another run of the interop suite held its Redis databases too long")
-        time.sleep(0.5)  # another run is going on: its end cannot be waited for otherwise
+    lock = SuiteLock()
+    lock.acquire()
     try:
-        broker.flushdb()
-        results.flushdb()
-        broker.set(LOCK_KEY, token, ex=LOCK_SECONDS)  # the flush removed it
-        yield
+        lock.flush()
+        lock.renew()  # the flush removed it
+        yield lock
     finally:
-        results.flushdb()
-        broker.flushdb()  # the lock too
-        broker.close()
-        results.close()
+        if lock.held():  # never flush a later run's data
+            lock.flush()  # the lock too
+        lock.close()
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_lock(interop_redis: SuiteLock) -> None:
+    if not interop_redis.held():
+        pytest.fail("the interop suite's Redis lock lapsed: another run may have flushed")
+    interop_redis.renew()
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,3 +208,17 @@ def start_celeriac_worker(project: Path, env: dict[str, str], *args: str) -> Wor
 
 def start_celery_worker(project: Path, env: dict[str, str], *args: str) -> WorkerProcess:
     return CeleryWorkerProcess(project, "celery_tasks", args, env=env).wait_ready(40.0)
+
+
+def close_celery_app(app: Any) -> None:
+    """Close a Celery app of this process for good: ``app.close()`` leaves the result
+    backend's connections (its pub/sub or reply consumer, its Redis pool) open."""
+    backend = app.backend
+    consumer = getattr(backend, "result_consumer", None)
+    # rpc:// consumes replies, redis:// subscribes: each only once a result was awaited.
+    if any(getattr(consumer, name, None) is not None for name in ("_consumer", "_pubsub")):
+        consumer.stop()
+    client = getattr(backend, "client", None)  # redis://
+    if client is not None:
+        client.connection_pool.disconnect()
+    app.close()

@@ -28,8 +28,10 @@ from tests.interop.support import (
     TIMEOUT,
     backend_url,
     broker_url,
+    close_celery_app,
     new_queue,
     peer_env,
+    start_celeriac_worker,
     start_celery_worker,
 )
 from tests.support import WorkerProcess
@@ -70,7 +72,7 @@ def celeriac_client(broker: str, backend: str, queue: str) -> celeriac.Celery:
 
 @pytest.fixture(scope="module", params=SETUPS)
 def setup(
-    request: pytest.FixtureRequest, interop_redis: None, interop_project: Path
+    request: pytest.FixtureRequest, interop_redis: object, interop_project: Path
 ) -> Iterator[Setup]:
     broker_kind, backend_kind = request.param
     broker, backend, queue = (
@@ -90,7 +92,7 @@ def setup(
 
 def needs_stored_results(setup: Setup) -> None:
     if setup.backend_kind == "rpc":
-        pytest.skip("rpc:// results are messages to one client: groups and chords need a store")
+        pytest.skip("rpc:// results are messages to one client: chords need a store")
 
 
 # -- arguments and results --------------------------------------------------------------------
@@ -216,6 +218,18 @@ def test_a_chord_body_gets_the_header_results(setup: Setup) -> None:
     assert result.get(timeout=TIMEOUT) == 20
 
 
+def test_a_chord_is_refused_with_rpc_results(setup: Setup) -> None:
+    if setup.backend_kind != "rpc":
+        pytest.skip("only rpc:// refuses chords")
+    # Refused by the client before anything is sent: results go to one client as
+    # messages, so no worker could count the header and the body would never run.
+    header = [setup.sig("interop.add", i, i) for i in range(2)]
+    with pytest.raises(NotImplementedError, match="does not support chords"):
+        celeriac.chord(header)(setup.sig("interop.tsum"))
+    with pytest.raises(NotImplementedError, match="does not support chords"):
+        celeriac.chain(celeriac.group(header), setup.sig("interop.tsum")).apply_async()
+
+
 def test_a_failing_chain_step_fails_the_chain(setup: Setup) -> None:
     workflow = celeriac.chain(setup.sig("interop.fail", "first step"), setup.sig("interop.add", 1))
     result = workflow.apply_async()
@@ -255,3 +269,81 @@ def test_priorities_are_honoured_as_celery_maps_them(setup: Setup) -> None:
     with redis.Redis.from_url(REDIS_RESULTS) as notes:
         order = [label.decode() for label in notes.lrange(key, 0, -1)]
     assert order == (REDIS_ORDER if setup.broker_kind == "redis" else AMQP_ORDER)
+
+
+# -- one workflow, both workers: steps routed to a Celery and a celeriac worker -----------------
+
+
+@dataclass
+class BothWorkers:
+    celery_queue: str
+    celeriac_queue: str
+    clients: dict[str, Any]  # "celeriac" and "celery": a client of each library
+
+
+@pytest.fixture(scope="module")
+def both(setup: Setup) -> Iterator[BothWorkers]:
+    """A celeriac worker (node ``celeriac@...``) beside the module's Celery worker, on a
+    queue of its own, and a Celery client beside the celeriac one."""
+    needs_stored_results(setup)
+    celery = pytest.importorskip("celery")
+    queue = f"{setup.queue}.celeriac"
+    env = {**setup.env, "INTEROP_QUEUE": queue}
+    worker = start_celeriac_worker(
+        setup.project, env, "-P", "prefork", "-c", "2", "-n", "celeriac@%h"
+    )
+    celery_client = celery.Celery(
+        "celery_client", broker=setup.env["INTEROP_BROKER"], backend=setup.env["INTEROP_BACKEND"]
+    )
+    celery_client.conf.update(task_default_queue=setup.queue, task_queue_max_priority=MAX_PRIORITY)
+    try:
+        yield BothWorkers(setup.queue, queue, {"celeriac": setup.client, "celery": celery_client})
+    finally:
+        close_celery_app(celery_client)
+        worker.stop()
+
+
+def ran_on(setup: Setup, task_id: str) -> str:
+    """The node that ran a task (result_extended's ``worker``), its name up to the ``@``."""
+    result = setup.client.AsyncResult(task_id)
+    # Celery sends a chain's next step before it stores the result of this one.
+    result.get(timeout=TIMEOUT)
+    worker = result.worker
+    assert worker is not None
+    return worker.split("@")[0]
+
+
+@pytest.mark.parametrize("client", ["celeriac", "celery"])
+def test_a_chord_split_between_both_workers_joins_once(
+    setup: Setup, both: BothWorkers, client: str
+) -> None:
+    app = both.clients[client]
+    queues = [both.celery_queue, both.celeriac_queue]
+    header = [app.signature("interop.add", (i, i)).set(queue=queues[i % 2]) for i in range(6)]
+    # The body on the celeriac worker: counted by both kinds, released by whichever
+    # completes the header, run on the other kind half of the time.
+    body = app.signature("interop.tsum").set(queue=both.celeriac_queue)
+    canvas = celeriac if client == "celeriac" else pytest.importorskip("celery")
+    result = canvas.chord(header)(body)
+    assert result.get(timeout=TIMEOUT) == 30
+    assert ran_on(setup, result.id) == "celeriac"
+    members = result.parent.results
+    assert [ran_on(setup, member.id) for member in members] == ["celery", "celeriac"] * 3
+
+
+@pytest.mark.parametrize("client", ["celeriac", "celery"])
+def test_a_chain_passes_results_between_both_workers(
+    setup: Setup, both: BothWorkers, client: str
+) -> None:
+    app = both.clients[client]
+    canvas = celeriac if client == "celeriac" else pytest.importorskip("celery")
+    result = canvas.chain(
+        app.signature("interop.add", (2, 2)).set(queue=both.celery_queue),
+        app.signature("interop.mul", (10,)).set(queue=both.celeriac_queue),
+        app.signature("interop.add", (1,)).set(queue=both.celery_queue),
+        app.signature("interop.echo").set(queue=both.celeriac_queue),
+    ).apply_async()
+    echoed = result.get(timeout=TIMEOUT)
+    assert echoed["args"] == [41]
+    assert ran_on(setup, result.id) == "celeriac"
+    assert ran_on(setup, result.parent.id) == "celery"

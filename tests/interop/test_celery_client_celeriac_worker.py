@@ -26,6 +26,7 @@ from tests.interop.support import (
     TIMEOUT,
     backend_url,
     broker_url,
+    close_celery_app,
     new_queue,
     peer_env,
     start_celeriac_worker,
@@ -69,7 +70,7 @@ def celery_client(broker: str, backend: str, queue: str) -> Any:
 
 @pytest.fixture(scope="module", params=SETUPS)
 def setup(
-    request: pytest.FixtureRequest, interop_redis: None, interop_project: Path
+    request: pytest.FixtureRequest, interop_redis: object, interop_project: Path
 ) -> Iterator[Setup]:
     broker_kind, backend_kind = request.param
     broker, backend, queue = (
@@ -83,13 +84,13 @@ def setup(
     try:
         yield Setup(broker_kind, backend_kind, env, queue, interop_project, client, worker)
     finally:
-        client.close()
+        close_celery_app(client)
         worker.stop()
 
 
 def needs_stored_results(setup: Setup) -> None:
     if setup.backend_kind == "rpc":
-        pytest.skip("rpc:// results are messages to one client: groups and chords need a store")
+        pytest.skip("rpc:// results are messages to one client: chords need a store")
 
 
 # -- arguments and results --------------------------------------------------------------------
@@ -213,6 +214,18 @@ def test_a_chord_body_gets_the_header_results(setup: Setup) -> None:
     header = [setup.sig("interop.add", i, i) for i in range(5)]
     result = celery.chord(header)(setup.sig("interop.tsum"))
     assert result.get(timeout=TIMEOUT) == 20
+
+
+def test_a_chord_is_refused_with_rpc_results(setup: Setup) -> None:
+    if setup.backend_kind != "rpc":
+        pytest.skip("only rpc:// refuses chords")
+    # Refused by the client before anything is sent: results go to one client as
+    # messages, so no worker could count the header and the body would never run.
+    header = [setup.sig("interop.add", i, i) for i in range(2)]
+    with pytest.raises(NotImplementedError, match="does not support chords"):
+        celery.chord(header)(setup.sig("interop.tsum"))
+    with pytest.raises(NotImplementedError, match="does not support chords"):
+        celery.chain(celery.group(header), setup.sig("interop.tsum")).apply_async()
 
 
 def test_a_failing_chain_step_fails_the_chain(setup: Setup) -> None:

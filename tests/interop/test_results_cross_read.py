@@ -22,7 +22,7 @@ from celeriac import states
 from celeriac.exceptions import TaskRevokedError
 from celeriac.protocol.results import build_meta, exception_to_dict
 from tests.interop.cases import ARGS, KWARGS
-from tests.interop.support import REDIS_RESULTS, TIMEOUT
+from tests.interop.support import REDIS_RESULTS, TIMEOUT, close_celery_app
 
 celery = pytest.importorskip("celery")
 celery_exceptions = pytest.importorskip("celery.exceptions")
@@ -33,17 +33,17 @@ VALUE = {"args": ARGS, "kwargs": KWARGS}
 
 
 @pytest.fixture(scope="module")
-def ours(interop_redis: None, interop_project: Path) -> Iterator[celeriac.Celery]:
+def ours(interop_redis: object, interop_project: Path) -> Iterator[celeriac.Celery]:
     app = celeriac.Celery("celeriac_reader", broker="memory://", backend=REDIS_RESULTS)
     yield app
     app.close()
 
 
 @pytest.fixture(scope="module")
-def theirs(interop_redis: None, interop_project: Path) -> Iterator[Any]:
+def theirs(interop_redis: object, interop_project: Path) -> Iterator[Any]:
     app = celery.Celery("celery_reader", broker="memory://", backend=REDIS_RESULTS)
     yield app
-    app.close()
+    close_celery_app(app)
 
 
 def new_id() -> str:
