@@ -127,6 +127,24 @@ def record(key, label):
     return label
 
 
+@app.task(name="interop.sleep")
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@app.task(name="interop.errback")
+def errback(request, exc, traceback):
+    # "New style" (more than one argument): the worker calls it in its own process.
+    NOTES.rpush(f"errback-{{request.id}}", f"{{type(exc).__name__}}: {{exc}}")
+
+
+@app.task(name="interop.errback_by_id")
+def errback_by_id(task_id):
+    # "Old style": sent as a task, with the failed task's id.
+    NOTES.rpush(f"errback-{{task_id}}", "by id")
+
+
 @app.task(name="interop.retry_twice", bind=True, max_retries=5)
 def retry_twice(self, token):
     NOTES.rpush(token, self.request.id)

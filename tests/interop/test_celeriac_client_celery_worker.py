@@ -20,7 +20,7 @@ import pytest
 import redis
 
 import celeriac
-from celeriac.exceptions import TaskRevokedError
+from celeriac import exceptions as celeriac_exceptions
 from tests.interop.cases import ARGS, KWARGS, assert_echoed
 from tests.interop.support import (
     MAX_PRIORITY,
@@ -90,6 +90,15 @@ def setup(
         worker.stop()
 
 
+def wait_for_list(notes: redis.Redis, key: str, length: int) -> list[str]:
+    """The items of a Redis list once it has ``length`` of them (tasks push them)."""
+    deadline = time.monotonic() + TIMEOUT
+    while notes.llen(key) < length:
+        assert time.monotonic() < deadline, f"{key} has {notes.llen(key)} of {length} items"
+        time.sleep(0.02)
+    return [item.decode() for item in notes.lrange(key, 0, -1)]
+
+
 def needs_stored_results(setup: Setup) -> None:
     if setup.backend_kind == "rpc":
         pytest.skip("rpc:// results are messages to one client: chords need a store")
@@ -142,6 +151,41 @@ def test_an_application_exception_keeps_its_class_and_arguments(setup: Setup) ->
     assert "interop_errors.InteropError: ('nope', 7)" in result.traceback
 
 
+def test_time_limits_fail_the_task_with_celerys_exceptions(setup: Setup) -> None:
+    soft = setup.send("interop.sleep", (5,), soft_time_limit=0.3)
+    hard = setup.send("interop.sleep", (5,), time_limit=0.6)
+    with pytest.raises(celeriac_exceptions.SoftTimeLimitExceeded):
+        soft.get(timeout=TIMEOUT)
+    with pytest.raises(celeriac_exceptions.TimeLimitExceeded):
+        hard.get(timeout=TIMEOUT)
+    assert (soft.state, hard.state) == ("FAILURE", "FAILURE")
+
+
+# -- callbacks and errbacks -------------------------------------------------------------------
+
+
+def test_a_callback_gets_the_result(setup: Setup) -> None:
+    callback = setup.sig("interop.mul", 10)
+    callback_result = callback.freeze()
+    result = setup.send("interop.add", (2, 3), link=callback)
+    assert result.get(timeout=TIMEOUT) == 5
+    assert setup.client.AsyncResult(callback_result.id).get(timeout=TIMEOUT) == 50
+
+
+def test_errbacks_of_both_styles_are_called(setup: Setup) -> None:
+    result = setup.send(
+        "interop.fail",
+        ("for the errbacks",),
+        link_error=[setup.sig("interop.errback"), setup.sig("interop.errback_by_id")],
+    )
+    with pytest.raises(ValueError):
+        result.get(timeout=TIMEOUT)
+    with redis.Redis.from_url(REDIS_RESULTS) as notes:
+        key = f"errback-{result.id}"
+        calls = wait_for_list(notes, key, 2)
+    assert sorted(calls) == ["ValueError: for the errbacks", "by id"]
+
+
 # -- countdown, eta, expiry, retries: sent together, their waits overlap ------------------------
 
 
@@ -179,7 +223,7 @@ def test_eta_is_not_run_before_its_time(setup: Setup, delayed: Delayed) -> None:
 
 
 def test_an_expired_task_is_revoked(setup: Setup, delayed: Delayed) -> None:
-    with pytest.raises(TaskRevokedError):
+    with pytest.raises(celeriac_exceptions.TaskRevokedError):
         delayed.expired.get(timeout=TIMEOUT)
     assert delayed.expired.state == "REVOKED"
     setup.worker.wait_for_output(delayed.expired.id)

@@ -88,6 +88,15 @@ def setup(
         worker.stop()
 
 
+def wait_for_list(notes: redis.Redis, key: str, length: int) -> list[str]:
+    """The items of a Redis list once it has ``length`` of them (tasks push them)."""
+    deadline = time.monotonic() + TIMEOUT
+    while notes.llen(key) < length:
+        assert time.monotonic() < deadline, f"{key} has {notes.llen(key)} of {length} items"
+        time.sleep(0.02)
+    return [item.decode() for item in notes.lrange(key, 0, -1)]
+
+
 def needs_stored_results(setup: Setup) -> None:
     if setup.backend_kind == "rpc":
         pytest.skip("rpc:// results are messages to one client: chords need a store")
@@ -138,6 +147,41 @@ def test_an_application_exception_keeps_its_class_and_arguments(setup: Setup) ->
         result.get(timeout=TIMEOUT)
     assert raised.value.args == ("nope", 7)
     assert "interop_errors.InteropError: ('nope', 7)" in result.traceback
+
+
+def test_time_limits_fail_the_task_with_celerys_exceptions(setup: Setup) -> None:
+    soft = setup.send("interop.sleep", (5,), soft_time_limit=0.3)
+    hard = setup.send("interop.sleep", (5,), time_limit=0.6)
+    with pytest.raises(celery_exceptions.SoftTimeLimitExceeded):
+        soft.get(timeout=TIMEOUT)
+    with pytest.raises(celery_exceptions.TimeLimitExceeded):
+        hard.get(timeout=TIMEOUT)
+    assert (soft.state, hard.state) == ("FAILURE", "FAILURE")
+
+
+# -- callbacks and errbacks -------------------------------------------------------------------
+
+
+def test_a_callback_gets_the_result(setup: Setup) -> None:
+    callback = setup.sig("interop.mul", 10)
+    callback_result = callback.freeze()
+    result = setup.send("interop.add", (2, 3), link=callback)
+    assert result.get(timeout=TIMEOUT) == 5
+    assert setup.client.AsyncResult(callback_result.id).get(timeout=TIMEOUT) == 50
+
+
+def test_errbacks_of_both_styles_are_called(setup: Setup) -> None:
+    result = setup.send(
+        "interop.fail",
+        ("for the errbacks",),
+        link_error=[setup.sig("interop.errback"), setup.sig("interop.errback_by_id")],
+    )
+    with pytest.raises(ValueError):
+        result.get(timeout=TIMEOUT)
+    with redis.Redis.from_url(REDIS_RESULTS) as notes:
+        key = f"errback-{result.id}"
+        calls = wait_for_list(notes, key, 2)
+    assert sorted(calls) == ["ValueError: for the errbacks", "by id"]
 
 
 # -- countdown, eta, expiry, retries: sent together, their waits overlap ------------------------
