@@ -6,6 +6,7 @@ random part, and the ``names`` fixture deletes every key containing it afterward
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import logging
 import os
@@ -572,3 +573,20 @@ def test_a_transport_dropped_without_close_gives_its_messages_back(
 
     [back] = other.fetch([queue], 10, 5.0)
     assert back.redelivered
+
+
+def test_headers_kombu_would_tag_keep_their_types(
+    names: Names, transports: list[RedisTransport]
+) -> None:
+    queue = names("tagged")
+    marker = uuid.uuid4()
+    moment = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    envelope = envelope_for(queue, 1, marker=marker, big=2**70, when=moment)
+    new_transport(transports).publish([envelope])
+
+    with kombu.Connection(URL) as connection, connection.SimpleQueue(queue) as simple:
+        message = simple.get(timeout=5)
+        assert message.headers["marker"] == marker  # kombu's JSON tags and untags these
+        assert message.headers["big"] == 2**70
+        assert message.headers["when"] == moment
+        message.ack()
