@@ -113,6 +113,12 @@ def test_arguments_of_every_type_arrive_and_come_back(setup: Setup) -> None:
     assert result.state == "SUCCESS"
 
 
+@pytest.mark.parametrize("compression", ["gzip", "bzip2"])
+def test_compressed_messages_arrive(setup: Setup, compression: str) -> None:
+    result = setup.send("interop.echo", ARGS, KWARGS, compression=compression)
+    assert_echoed(result.get(timeout=TIMEOUT))
+
+
 def test_a_result_is_read_by_celeriac(setup: Setup) -> None:
     result = setup.send("interop.add", (2, 3))
     assert result.get(timeout=TIMEOUT) == 5

@@ -111,6 +111,12 @@ def test_arguments_of_every_type_arrive_and_come_back(setup: Setup) -> None:
     assert result.state == "SUCCESS"
 
 
+@pytest.mark.parametrize("compression", ["gzip", "bzip2"])
+def test_compressed_messages_arrive(setup: Setup, compression: str) -> None:
+    result = setup.send("interop.echo", ARGS, KWARGS, compression=compression)
+    assert_echoed(result.get(timeout=TIMEOUT))
+
+
 def test_a_result_is_read_by_celery(setup: Setup) -> None:
     result = setup.send("interop.add", (2, 3))
     assert result.get(timeout=TIMEOUT) == 5
@@ -121,6 +127,22 @@ def test_a_result_is_read_by_celery(setup: Setup) -> None:
         assert (result.name, result.args, result.kwargs) == ("interop.add", [2, 3], {})
         assert (result.retries, result.queue) == (0, setup.queue)
         assert result.worker.startswith("celery@")
+
+
+def test_task_protocol_1_messages_arrive(setup: Setup) -> None:
+    # Celery clients may still send the old message format (task_protocol = 1).
+    client = celery_client(setup.env["INTEROP_BROKER"], setup.env["INTEROP_BACKEND"], setup.queue)
+    client.conf.task_protocol = 1
+    try:
+        echoed = client.send_task("interop.echo", ARGS, KWARGS)
+        sent_at = time.time()
+        delayed = client.send_task("interop.stamp", countdown=0.5)
+        assert_echoed(echoed.get(timeout=TIMEOUT))
+        assert delayed.get(timeout=TIMEOUT) >= sent_at + 0.5
+        with pytest.raises(ValueError, match="v1"):
+            client.send_task("interop.fail", ("v1",)).get(timeout=TIMEOUT)
+    finally:
+        close_celery_app(client)
 
 
 # -- exceptions -------------------------------------------------------------------------------
