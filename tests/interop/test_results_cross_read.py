@@ -9,6 +9,7 @@ covered by the two client/worker modules beside this one.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -207,6 +208,35 @@ def test_celeriac_forgets_a_result_stored_by_celery(ours: celeriac.Celery, their
     theirs.backend.store_result(task_id, 1, "SUCCESS")
     ours.AsyncResult(task_id).forget()
     assert theirs.AsyncResult(task_id).state == "PENDING"
+
+
+# -- floats that are not JSON ------------------------------------------------------------------
+
+
+def test_celeriac_reads_nan_and_infinity_stored_by_celery(
+    ours: celeriac.Celery, theirs: Any
+) -> None:
+    # Python's json (kombu's) writes them as the non-standard literals NaN and Infinity.
+    task_id = new_id()
+    theirs.backend.store_result(task_id, [float("inf"), float("-inf"), float("nan")], "SUCCESS")
+    inf, minus_inf, nan = ours.AsyncResult(task_id).get(timeout=TIMEOUT)
+    assert (inf, minus_inf) == (float("inf"), float("-inf"))
+    assert math.isnan(nan)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="orjson writes NaN and Infinity as null; spotting them would take a scan of "
+    "every float of every message, which the publish path does not do",
+)
+def test_celery_reads_nan_and_infinity_stored_by_celeriac(
+    ours: celeriac.Celery, theirs: Any
+) -> None:
+    task_id = new_id()
+    store(ours, task_id, states.SUCCESS, [float("inf"), float("nan")])
+    inf, nan = theirs.AsyncResult(task_id).get(timeout=TIMEOUT)
+    assert inf == float("inf")
+    assert math.isnan(nan)
 
 
 # -- one group, members stored by both ----------------------------------------------------------
