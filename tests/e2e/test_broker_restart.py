@@ -1,0 +1,118 @@
+"""A broker restarted under a running worker: the worker reconnects and nothing is lost.
+
+The test runs its own Redis server (append-only file on, so the queues survive the restart,
+as a production Redis would be configured) on a spare port, so the shared one is untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import WorkerProcess
+
+pytestmark = pytest.mark.redis
+
+APP = """
+import time
+from celeriac import Celery
+
+app = Celery("restart", broker="redis://127.0.0.1:{port}/0",
+             backend="db+sqlite:///{dir}/results.db")
+app.conf.broker_connection_retry = True
+app.conf.broker_connection_max_retries = None
+
+@app.task(acks_late=True)
+def slow_double(i):
+    time.sleep(0.05)
+    return 2 * i
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: Redis flushes its append-only file and exits
+            self.process.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed")
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    server = RedisServer(data)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_worker_survives_a_broker_restart_and_loses_nothing(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    project: Callable[[dict[str, str]], Path],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    directory = project({"restart_app.py": APP.format(port=redis_server.port, dir=tmp_path)})
+    import restart_app
+
+    worker = start_worker(directory, "restart_app", "-c", "2")
+    before = restart_app.slow_double.delay_many([(i,) for i in range(40)])
+    assert before[0].get(timeout=20) == 0  # the worker is consuming
+
+    redis_server.stop()  # mid-drain: some tasks done, some held by the worker, some queued
+    time.sleep(1.0)
+    redis_server.start()
+
+    after = restart_app.slow_double.delay_many([(i,) for i in range(40, 60)])
+    values = [result.get(timeout=60) for result in before + after]
+
+    assert values == [2 * i for i in range(60)]
+    assert worker.process.poll() is None, worker.output
+    restart_app.app.close()
