@@ -199,6 +199,7 @@ def test_errbacks_of_both_styles_are_called(setup: Setup) -> None:
 class Delayed:
     countdown_sent_at: float
     countdown: Any
+    countdown_state_after_send: str
     eta: dt.datetime
     at_eta: Any
     expired: Any
@@ -216,11 +217,12 @@ def delayed(setup: Setup) -> Delayed:
     eta = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1.2)
     at_eta = setup.send("interop.stamp", eta=eta)
     retried = setup.send("interop.retry_twice", (token,))
-    return Delayed(sent_at, countdown, eta, at_eta, expired, retried, token)
+    state_after_send = countdown.state  # its ETA is a second away
+    return Delayed(sent_at, countdown, state_after_send, eta, at_eta, expired, retried, token)
 
 
 def test_countdown_is_not_run_before_its_time(setup: Setup, delayed: Delayed) -> None:
-    assert delayed.countdown.state == "PENDING"
+    assert delayed.countdown_state_after_send == "PENDING"
     assert delayed.countdown.get(timeout=TIMEOUT) >= delayed.countdown_sent_at + 1.0
 
 
