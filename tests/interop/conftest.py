@@ -24,18 +24,20 @@ redis = pytest.importorskip("redis")
 pytest.importorskip("celery")
 
 LOCK_KEY = "celeriac-interop-suite"
+VHOST_PREFIX = "celeriac_interop_"
 #: The lock lapses this long after the last test began, should a run die without cleaning.
 LOCK_SECONDS = 300
 #: Below pytest-timeout (120 s), so a long wait fails with this reason, not a timeout.
 LOCK_WAIT_SECONDS = 90
 
 
-def _rabbitmqctl(*args: str) -> None:
+def _rabbitmqctl(*args: str) -> str:
     done = subprocess.run(
         ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+    return done.stdout
 
 
 class SuiteLock:
@@ -91,9 +93,13 @@ def _keep_the_lock(interop_redis: SuiteLock) -> None:
 
 
 @pytest.fixture(scope="session")
-def amqp_vhost() -> Iterator[str]:
+def amqp_vhost(interop_redis: SuiteLock) -> Iterator[str]:
     """A RabbitMQ virtual host of this session: the broker URL in it."""
-    vhost = f"celeriac_interop_{uuid.uuid4().hex[:8]}"
+    # Under the lock no other run is going on: hosts of runs that were killed go now.
+    for stale in _rabbitmqctl("-q", "list_vhosts", "name").split():
+        if stale.startswith(VHOST_PREFIX):
+            _rabbitmqctl("delete_vhost", stale)
+    vhost = f"{VHOST_PREFIX}{uuid.uuid4().hex[:8]}"
     _rabbitmqctl("add_vhost", vhost)
     try:
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
