@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import selectors
 import signal
 import time
@@ -54,6 +55,15 @@ _PR_SET_PDEATHSIG = 1
 _STOP_UPKEEP = 0.25
 
 
+def _dumps(value: Any) -> bytes:
+    # Plain pickle on send_bytes: Connection.send() builds a ForkingPickler and a buffer per
+    # call, which cost about a tenth of the consumer's CPU in the drain profile.
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+_loads = pickle.loads
+
+
 def _die_with_parent(parent: int) -> None:
     """Linux: have the kernel kill this child when the worker dies (even by SIGKILL).
 
@@ -82,7 +92,7 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int, parent:
     try:
         while True:
             try:
-                jobs = conn.recv()
+                jobs = _loads(conn.recv_bytes())
             except (EOFError, OSError):
                 break
             if jobs is None:
@@ -98,7 +108,7 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int, parent:
                 slots[base] = _IDLE
                 done += 1
             executor.sink.flush()
-            conn.send(completions)
+            conn.send_bytes(_dumps(completions))
             if (limit and done >= limit) or slots[stop_slot]:
                 break
     finally:
@@ -197,7 +207,7 @@ class PreforkPool:
                 child.queued[job.seq] = job
             # If the child died, check() reassigns its queued jobs.
             with contextlib.suppress(OSError):
-                child.conn.send(batch)
+                child.conn.send_bytes(_dumps(batch))
 
     def wait(self, timeout: float) -> list[Completion]:
         busy = [child for child in self.children if child.queued]
@@ -221,7 +231,7 @@ class PreforkPool:
         """One message of completions (the selector is level-triggered: more data remaining
         makes the next ``select`` return at once, without a ``poll`` per message)."""
         try:
-            completions = child.conn.recv()
+            completions = _loads(child.conn.recv_bytes())
         except (EOFError, OSError):
             return []
         for completion in completions:
@@ -232,7 +242,7 @@ class PreforkPool:
         done: list[Completion] = []
         try:
             while child.conn.poll():
-                for completion in child.conn.recv():
+                for completion in _loads(child.conn.recv_bytes()):
                     child.queued.pop(completion.seq, None)
                     done.append(completion)
         except (EOFError, OSError):
@@ -326,7 +336,7 @@ class PreforkPool:
             self.slots[len(self.slots) - 1] = 1.0
         for child in self.children:
             with contextlib.suppress(OSError):
-                child.conn.send(None)  # wakes a child waiting for work
+                child.conn.send_bytes(_dumps(None))  # wakes a child waiting for work
         done: list[Completion] = []
         alive = self.children
         while graceful and alive:
