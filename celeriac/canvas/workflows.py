@@ -65,18 +65,21 @@ def _oldest(result: ResultBase) -> ResultBase:
     return result
 
 
-class chain(Signature[Any]):
-    """Run tasks one after the other, each receiving the previous result."""
+class _TaskList(Signature[Any]):
+    """A workflow over a list of signatures, sent as ``kwargs.tasks`` (chain and group)."""
+
+    TASK_NAME = ""
+    SUBTASK_TYPE = ""
 
     def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
-        steps = _tasks_of(tasks, app)
+        members = _tasks_of(tasks, app)
         super().__init__(
-            "celery.chain",
+            self.TASK_NAME,
             (),
-            {"tasks": steps},
+            {"tasks": members},
             options=options,
-            subtask_type="chain",
-            app=_app_of(steps, app),
+            subtask_type=self.SUBTASK_TYPE,
+            app=_app_of(members, app),
         )
 
     @classmethod
@@ -85,9 +88,16 @@ class chain(Signature[Any]):
 
     @property
     def tasks(self) -> list[Signature[Any]]:
-        steps = [Signature.from_dict(task, app=self._app) for task in self.kwargs["tasks"]]
-        self.kwargs["tasks"] = steps  # keep the objects, so changes to them stick
-        return steps
+        members = [Signature.from_dict(task, app=self._app) for task in self.kwargs["tasks"]]
+        self.kwargs["tasks"] = members  # keep the objects, so changes to them stick
+        return members
+
+
+class chain(_TaskList):
+    """Run tasks one after the other, each receiving the previous result."""
+
+    TASK_NAME = "celery.chain"
+    SUBTASK_TYPE = "chain"
 
     def _flat_steps(self) -> list[Signature[Any]]:
         """Copies of the steps, nested chains flattened."""
@@ -246,29 +256,11 @@ def _with_result_options(sig: Signature[Any], result_options: Mapping[str, Any])
     return sig
 
 
-class group(Signature[Any]):
+class group(_TaskList):
     """Run tasks in parallel; the result is a ``GroupResult`` in member order."""
 
-    def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
-        members = _tasks_of(tasks, app)
-        super().__init__(
-            "celery.group",
-            (),
-            {"tasks": members},
-            options=options,
-            subtask_type="group",
-            app=_app_of(members, app),
-        )
-
-    @classmethod
-    def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
-        return cls(*data["kwargs"]["tasks"], app=app, **(data.get("options") or {}))
-
-    @property
-    def tasks(self) -> list[Signature[Any]]:
-        members = [Signature.from_dict(task, app=self._app) for task in self.kwargs["tasks"]]
-        self.kwargs["tasks"] = members  # keep the objects, so changes to them stick
-        return members
+    TASK_NAME = "celery.group"
+    SUBTASK_TYPE = "group"
 
     def __len__(self) -> int:
         return len(self.kwargs["tasks"])
