@@ -435,6 +435,14 @@ class Celery:
     def GroupResult(self, group_id: str, results: Any = None, **kwargs: Any) -> GroupResult:
         return GroupResult(group_id, results, app=self, **kwargs)
 
+    @property
+    def control(self) -> Any:
+        """Remote control (revoke, inspect, rate_limit...) comes with the control issue."""
+        raise NotImplementedError(
+            "celeriac has no remote control yet (app.control: revoke, inspect, ping); "
+            "AsyncResult.revoke() needs it"
+        )
+
     def set_current(self) -> None:
         _state.set_current_app(self)
 
