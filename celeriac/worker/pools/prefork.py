@@ -17,8 +17,8 @@ still queued are handed back unstarted, for their messages to return to the brok
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
+import mmap
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -28,7 +28,6 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
 from celeriac import signals, states
@@ -55,6 +54,19 @@ _PR_SET_PDEATHSIG = 1
 _STOP_UPKEEP = 0.25
 
 
+def _shared_doubles(values: list[float]) -> memoryview[float]:
+    """Floats in anonymous shared memory, seen by children forked later.
+
+    ``mmap(-1, …)`` is a shared anonymous mapping; this avoids importing
+    ``multiprocessing.sharedctypes`` (and ctypes with it) on the worker's start-up path.
+    """
+    memory = mmap.mmap(-1, 8 * len(values))
+    slots = memoryview(memory).cast("d")
+    for index, value in enumerate(values):
+        slots[index] = value
+    return slots
+
+
 def _dumps(value: Any) -> bytes:
     # Plain pickle on send_bytes: Connection.send() builds a ForkingPickler and a buffer per
     # call, which cost about a tenth of the consumer's CPU in the drain profile.
@@ -71,6 +83,8 @@ def _die_with_parent(parent: int) -> None:
     message to another worker, and keep locks and sockets it inherited alive.
     """
     try:
+        import ctypes  # only here, in the child: not on the worker's start-up path
+
         prctl = ctypes.CDLL(None).prctl  # libc's, already loaded into this process
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError, TypeError):
@@ -131,7 +145,7 @@ class PreforkPool:
         self.concurrency = context.concurrency
         self.children: list[_Child] = []
         # per child: running seq, start time, last completed seq; then the warm stop flag
-        self.slots: Any = RawArray("d", [_IDLE] * (3 * self.concurrency) + [0.0])
+        self.slots: Any = _shared_doubles([_IDLE] * (3 * self.concurrency) + [0.0])
         self.orphans: list[Job] = []
         self.stopping = False
         # One selector for the pool's lifetime: multiprocessing.connection.wait() builds a
