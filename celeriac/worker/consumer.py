@@ -44,6 +44,8 @@ logger = logging.getLogger("celeriac.worker")
 
 #: How often the pool is checked for dead processes and hard time limits (seconds).
 UPKEEP_INTERVAL = 0.25
+#: Longest time an ack waits for others to go in the same round trip (seconds).
+ACK_DELAY = 0.005
 #: Longest blocking fetch when idle, so shutdown requests are seen promptly.
 IDLE_FETCH_TIMEOUT = 0.1
 
@@ -78,6 +80,7 @@ class Consumer:
         self.queue_names = [queue.name for queue in queues]
         self.prefetch_count = prefetch_count
         self.refill_at = max(1, prefetch_count // 2)
+        self.ack_since = 0.0
         self.accept = accept
         self.flags: dict[str, TaskFlags] = {}
         self.ready: deque[Job] = deque()
@@ -126,19 +129,20 @@ class Consumer:
         # While busy, refill only when half the window is free: a fetch (and the ack that
         # follows it) is a broker round trip, so it should move a batch, not one message.
         if room > 0 and (not busy or room >= self.refill_at):
-            deliveries = self.transport.fetch(
-                self.queue_names, room, 0.0 if busy else self.idle_timeout()
-            )
+            timeout = 0.0 if busy else self.idle_timeout()
+            if self.to_ack:
+                timeout = min(timeout, ACK_DELAY)  # the held-back acks go out soon
+            deliveries = self.transport.fetch(self.queue_names, room, timeout)
             fetched = len(deliveries)
             for delivery in deliveries:
                 self.receive(delivery)
         self.dispatch()
-        self.flush()
+        self.flush(force=False)
         if not fetched and self.pool.active():
             # A job starting in a child wakes nobody: look again soon while early acks wait.
             timeout = 0.002 if room > 0 else 0.005 if self.unstarted else 0.05
             self.complete(self.pool.wait(timeout))
-            self.flush()
+            self.flush(force=False)
 
     def idle_timeout(self) -> float:
         if self.eta_heap:
@@ -403,11 +407,22 @@ class Consumer:
             self.to_requeue.append(delivery)
         return requeue
 
-    def flush(self) -> None:
+    def flush(self, force: bool = True) -> None:
+        """Send the collected acks and rejects.
+
+        Unforced (the loop), acks wait until half a prefetch window of them has gathered or
+        the oldest has waited ``ACK_DELAY``: each ack is a broker round trip (a write
+        transaction on SQLite), and one per loop turn moved only one or two messages.
+        """
         transport = self.transport
         if self.to_ack:
-            batch, self.to_ack = self.to_ack, []
-            transport.ack(batch)
+            now = time.monotonic()
+            if not self.ack_since:
+                self.ack_since = now
+            if force or len(self.to_ack) >= self.refill_at or now - self.ack_since >= ACK_DELAY:
+                batch, self.to_ack = self.to_ack, []
+                self.ack_since = 0.0
+                transport.ack(batch)
         if self.to_drop:
             batch, self.to_drop = self.to_drop, []
             transport.reject(batch, requeue=False)
