@@ -478,6 +478,8 @@ def test_priority_queue_delivers_highest_first_and_caps_at_max(make: Factory, qu
 def test_per_message_expiration_is_enforced_by_the_broker(make: Factory, queue: str) -> None:
     transport = make()
     transport.publish(numbered(queue, 1, expiration="1") + numbered(queue, 2)[1:])
+    transport.size(queue)  # the broker has both (confirms are pipelined)
+    time.sleep(0.05)  # well past message 0's 1 ms time to live
 
     assert numbers(fetch_all(transport, queue, 1)) == [1]  # message 0 expired at the head
     assert transport.fetch([queue], 5, 0.2) == []
