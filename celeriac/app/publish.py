@@ -317,6 +317,7 @@ class Publisher:
             # Receivers get the body as Celery gives it: (args, kwargs, embed), decoded.
             bodies = [_body_tuple(envelope) for envelope in envelopes]
             for envelope, body in zip(envelopes, bodies, strict=True):
+                envelope.plain = False  # receivers may add headers of any type
                 signals.before_task_publish.send(
                     sender=envelope.headers["task"],
                     body=body,

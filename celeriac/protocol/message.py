@@ -40,6 +40,9 @@ class Envelope:
     content_encoding: str = "utf-8"
     exchange: str = ""
     routing_key: str = ""
+    #: Set by whoever built it when every header and property value is a JSON scalar (or a
+    #: list of them, or an empty dict): encoders then skip looking for values to tag.
+    plain: bool = False
 
     @property
     def priority(self) -> int:
@@ -106,7 +109,9 @@ class TaskMessageTemplate:
     __slots__ = (
         "compression",
         "embed",
+        "empty_body",
         "headers",
+        "plain",
         "properties",
         "repr_args",
         "repr_kwargs",
@@ -186,6 +191,12 @@ class TaskMessageTemplate:
             self.properties["expiration"] = str(max(expiration_ms, 0))
         if extra_properties:
             self.properties.update(extra_properties)
+        # The varying headers (ids and reprs) are strings: plain if the fixed ones are.
+        self.plain = serializers.plain_mapping(self.headers) and serializers.plain_mapping(
+            self.properties
+        )
+        #: The body of a call without arguments, serialized once.
+        self.empty_body: bytes | None = None
 
     def envelope(
         self,
@@ -204,13 +215,23 @@ class TaskMessageTemplate:
         if self.repr_kwargs:
             headers["kwargsrepr"] = safe_repr(kwargs, self.reprsize)
         serializer = self.serializer
-        body = serializer.dumps((args, kwargs, self.embed))
+        if args or kwargs:
+            body = serializer.dumps((args, kwargs, self.embed))
+        else:
+            body = self.empty_body
+            if body is None:
+                body = self.empty_body = serializer.dumps(((), {}, self.embed))
         if self.compression:
             headers["compression"], body = compression.compress(body, self.compression)
         properties = self.properties.copy()
         properties["correlation_id"] = task_id
         return Envelope(
-            body, headers, properties, serializer.content_type, serializer.content_encoding
+            body,
+            headers,
+            properties,
+            serializer.content_type,
+            serializer.content_encoding,
+            plain=self.plain,
         )
 
 

@@ -13,7 +13,7 @@ import decimal
 import json
 import pickle
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,24 @@ def _has_uuid(value: Any) -> bool:
     return False
 
 
+def plain_mapping(mapping: Mapping[str, Any]) -> bool:
+    """Whether every value is a JSON scalar, a list of them or an empty dict: nothing in it
+    that kombu's JSON would tag. Message headers are that shallow almost always."""
+    plain = _PLAIN
+    for value in mapping.values():
+        kind = type(value)
+        if kind in plain:
+            continue
+        if kind is list:
+            if not plain.issuperset(map(type, value)):
+                return False
+            continue
+        if kind is dict and not value:
+            continue
+        return False
+    return True
+
+
 def _tag_uuids(value: Any) -> Any:
     """A copy of ``value`` with its UUIDs tagged as kombu does (orjson would write them as
     bare strings); containers without one are kept as they are."""
@@ -153,7 +171,7 @@ def _may_hold_long_int(data: bytes | str) -> bool:
 
 
 def json_dumps(value: Any) -> bytes:
-    if _has_uuid(value):
+    if (type(value) is not tuple or not _plain_body(value)) and _has_uuid(value):
         value = _tag_uuids(value)
     try:
         return orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS)
@@ -161,6 +179,22 @@ def json_dumps(value: Any) -> bytes:
         # An integer beyond 64 bits (rare); anything else fails here as well.
         text = json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
         return text.encode("utf-8")
+
+
+def _plain_body(value: tuple[Any, ...]) -> bool:
+    """A task body ``(args, kwargs, embed)`` of plain values and no workflow: no UUID."""
+    if len(value) != 3:
+        return False
+    args, kwargs, embed = value
+    plain = _PLAIN
+    return (
+        type(args) in (tuple, list)
+        and plain.issuperset(map(type, args))
+        and type(kwargs) is dict
+        and plain.issuperset(map(type, kwargs.values()))
+        and type(embed) is dict
+        and plain.issuperset(map(type, embed.values()))
+    )
 
 
 def json_loads(data: bytes | str) -> Any:

@@ -23,7 +23,7 @@ import orjson
 
 from celeriac.exceptions import DecodeError
 from celeriac.protocol.message import Envelope
-from celeriac.protocol.serializers import json_dumps, json_loads
+from celeriac.protocol.serializers import json_dumps, json_loads, plain_mapping
 
 logger = logging.getLogger("celeriac.transports.redis")
 
@@ -59,7 +59,9 @@ class Encoder:
             "headers": envelope.headers,
             "properties": properties,
         }
-        if _plain(envelope.headers) and _plain(envelope.properties):
+        if envelope.plain or (
+            plain_mapping(envelope.headers) and plain_mapping(envelope.properties)
+        ):
             # Nothing kombu's JSON would tag (no UUID, datetime, bytes...): plain orjson.
             # Measured: the generic json_dumps walk costs more than the encoding itself.
             try:
@@ -70,29 +72,6 @@ class Encoder:
 
 
 _TAG_MASK = (1 << 48) - 1
-_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
-
-
-def _plain(mapping: dict[str, Any]) -> bool:
-    """Whether every value is a JSON scalar, a list of them or an empty dict.
-
-    Headers and properties are that shallow almost always (``timelimit``, ``stamps``); any
-    other value sends the message through the generic encoder, which tags what kombu tags.
-    """
-    plain = _PLAIN_TYPES
-    for value in mapping.values():
-        kind = type(value)
-        if kind in plain:
-            continue
-        if kind is list:
-            for item in value:
-                if type(item) not in plain:
-                    return False
-            continue
-        if kind is dict and not value:
-            continue
-        return False
-    return True
 
 
 def decode(raw: bytes) -> tuple[Envelope, bool]:

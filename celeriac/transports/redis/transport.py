@@ -68,6 +68,7 @@ from celeriac.transports.redis.keyspace import (
     KeySpace,
     topic_pattern,
 )
+from celeriac.transports.redis.wire import Wire
 
 logger = logging.getLogger("celeriac.transports.redis")
 
@@ -85,6 +86,7 @@ class _Consumer:
     def __init__(self, transport: RedisTransport) -> None:
         self.client = redis.Redis(connection_pool=transport._pool, single_connection_client=True)
         self.scripts = Scripts(self.client)
+        self.wire = Wire(self.client.connection)  # type: ignore[arg-type]
         timeout = transport.options.connection_timeout
         self.doorbell = Doorbell(transport._pool, timeout)
         try:
@@ -112,6 +114,7 @@ class RedisTransport:
         self._pool = connection_pool(url, self.options)
         self._client = redis.Redis(connection_pool=self._pool)
         self._scripts = Scripts(self._client)
+        self._wire: Wire | None = None
         self._keys = KeySpace.from_options(extra, database_of(self._pool))
         self.capabilities = Capabilities(
             priorities=self._keys.higher_first,
@@ -229,13 +232,21 @@ class RedisTransport:
                 step = keys.step_of(priority)
             for queue in targets:
                 pushes.setdefault(keys.list_key(queue, step), []).append(data)
-        pipe = self._client.pipeline(transaction=False)
-        for list_key, values in pushes.items():
-            for start in range(0, len(values), _PUSH_CHUNK):
-                pipe.lpush(list_key, *values[start : start + _PUSH_CHUNK])
-        for channel, data in channels:
-            pipe.publish(channel, data)
-        pipe.execute()
+        commands: list[tuple[Any, ...]] = [
+            ("LPUSH", list_key, *values[start : start + _PUSH_CHUNK])
+            for list_key, values in pushes.items()
+            for start in range(0, len(values), _PUSH_CHUNK)
+        ]
+        commands += [("PUBLISH", channel, data) for channel, data in channels]
+        if commands:
+            self._commands().pipeline(commands)
+
+    def _commands(self) -> Wire:
+        """The connection publish and ack commands go through (checked out once)."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = Wire(self._pool.get_connection())
+        return wire
 
     def _read_bindings(self, exchanges: set[str]) -> dict[str, list[Binding]]:
         """The bindings of ``exchanges``; learns the type of exchanges not known yet."""
@@ -291,7 +302,8 @@ class RedisTransport:
         first_tag = self._next_tag
         self._next_tag += limit  # reserved until the reply says how many were used
         try:
-            reply = consumer.scripts.fetch(
+            reply = consumer.wire.script(
+                consumer.scripts.fetch,
                 keys=[
                     self._keys.held_key(self._holder),
                     self._keys.alive_key(self._holder),
@@ -332,7 +344,7 @@ class RedisTransport:
         tags = [delivery.tag for delivery in deliveries if type(delivery.tag) is int]
         if tags:
             held = self._keys.held_key(self._holder)
-            self._call("ack", lambda: self._client.hdel(held, *tags))
+            self._call("ack", lambda: self._commands().call("HDEL", held, *tags))
 
     def reject(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         if not requeue:
@@ -457,7 +469,7 @@ class RedisTransport:
     def _reset(self) -> None:
         """After a lost connection: start again from fresh connections."""
         self._drop_consumer()
-        self._pool.disconnect()
+        self._pool.disconnect()  # the publish wire too: it reconnects on its next command
 
 
 def _route(bindings: Sequence[Binding], routing_key: str) -> list[str]:
