@@ -101,8 +101,14 @@ class Transport(Protocol):
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         """Route and store every envelope; return when the broker has them."""
 
-    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
-        """Reserve up to ``limit`` messages, waiting up to ``timeout`` seconds for one."""
+    def fetch(
+        self, queues: Sequence[str], limit: int, timeout: float, ack: Sequence[Delivery] = ()
+    ) -> list[Delivery]:
+        """Reserve up to ``limit`` messages, waiting up to ``timeout`` seconds for one.
+
+        ``ack``: deliveries to acknowledge first, in the same round trip where the broker
+        allows (a consumer settles what it finished and takes more in one go).
+        """
         ...
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:

@@ -129,7 +129,11 @@ class MemoryTransport:
                     heapq.heappush(broker.queues.setdefault(queue, []), entry)
             broker.condition.notify_all()
 
-    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+    def fetch(
+        self, queues: Sequence[str], limit: int, timeout: float, ack: Sequence[Delivery] = ()
+    ) -> list[Delivery]:
+        if ack:
+            self.ack(ack)
         if not queues or limit <= 0:
             return []
         deadline = time.monotonic() + timeout

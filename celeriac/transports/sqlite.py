@@ -415,7 +415,11 @@ class SQLiteTransport:
             )
         return routes
 
-    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+    def fetch(
+        self, queues: Sequence[str], limit: int, timeout: float, ack: Sequence[Delivery] = ()
+    ) -> list[Delivery]:
+        if ack:
+            self.ack(ack)
         conn = self._connection()
         if not queues or limit <= 0:
             return []

@@ -2,7 +2,8 @@
 
 One loop in the worker's main thread. Per message it reads only the headers (protocol v2
 keeps what routing and validation need there); the body is decoded where the task runs.
-Acks and rejects are collected and sent once per loop turn, as one batch.
+Acks are gathered and go out with the next fetch (one round trip settles and refills), or
+on their own after ``ACK_DELAY``; rejects go out once per loop turn, as one batch.
 
 Prefetch follows Celery: at most ``concurrency * worker_prefetch_multiplier`` messages are
 reserved and not yet acknowledged; messages held for their ETA do not count (Celery raises
@@ -130,9 +131,9 @@ class Consumer:
         # follows it) is a broker round trip, so it should move a batch, not one message.
         if room > 0 and (not busy or room >= self.refill_at):
             timeout = 0.0 if busy else self.idle_timeout()
-            if self.to_ack:
-                timeout = min(timeout, ACK_DELAY)  # the held-back acks go out soon
-            deliveries = self.transport.fetch(self.queue_names, room, timeout)
+            # The acks gathered so far ride along: one round trip settles and refills.
+            acks, self.to_ack, self.ack_since = self.to_ack, [], 0.0
+            deliveries = self.transport.fetch(self.queue_names, room, timeout, acks)
             fetched = len(deliveries)
             for delivery in deliveries:
                 self.receive(delivery)

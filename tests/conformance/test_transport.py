@@ -262,6 +262,23 @@ def test_ack_removes_for_good(transport_factory: TransportFactory, names: Names)
     assert transport_factory().fetch([queue], 10, 0.2) == []
 
 
+def test_fetch_acks_what_it_is_given_first(
+    transport_factory: TransportFactory, names: Names
+) -> None:
+    queue = names("fetch-ack")
+    consumer = transport_factory()
+    consumer.publish([message(queue, number) for number in range(4)])
+    first = consumer.fetch([queue], 2, 5.0)
+
+    second = consumer.fetch([queue], 2, 5.0, ack=first)
+    third = consumer.fetch([queue], 2, 0.2, ack=second)  # nothing left: still acks
+    consumer.close()  # only unacked messages would come back now
+
+    assert numbers(first + second) == [0, 1, 2, 3]
+    assert third == []
+    assert transport_factory().fetch([queue], 10, 0.2) == []
+
+
 def test_reject_with_requeue_redelivers(transport: Transport, names: Names) -> None:
     queue = names("requeue")
     transport.publish([message(queue, 1)])

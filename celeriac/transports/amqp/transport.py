@@ -152,7 +152,11 @@ class AMQPTransport:
                 del self._unconfirmed[seq]
             raise
 
-    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+    def fetch(
+        self, queues: Sequence[str], limit: int, timeout: float, ack: Sequence[Delivery] = ()
+    ) -> list[Delivery]:
+        if ack:
+            self.ack(ack)  # acks are frames written without a reply: nothing to merge
         if limit <= 0 or not queues:
             return []
         deadline = time.monotonic() + timeout

@@ -37,16 +37,17 @@ from celeriac.transports.redis.keyspace import KeySpace
 
 logger = logging.getLogger("celeriac.transports.redis")
 
-#: Largest number of messages one fetch script moves: bounds the script's run time and
-#: Lua's ``unpack`` (limited to a few thousand values).
+#: Largest number of messages one fetch script moves (or acks first): bounds the script's
+#: run time and Lua's ``unpack`` (limited to a few thousand values).
 MAX_FETCH = 1000
 #: Messages per requeue script call, for the same reasons.
 _REQUEUE_CHUNK = 500
 
 #: KEYS: held hash, alive key, holders set, then the lists in the order to drain them.
-#: ARGV: limit, first tag, alive TTL in ms, holder id.
+#: ARGV: limit, first tag, alive TTL in ms, holder id, then the tags to ack first.
 #: Returns {list position (1-based), envelope, …}; the tags are first tag, first tag + 1, …
 FETCH = """
+if #ARGV > 4 then redis.call('HDEL', KEYS[1], unpack(ARGV, 5)) end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
 local limit = tonumber(ARGV[1])

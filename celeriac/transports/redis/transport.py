@@ -269,23 +269,39 @@ class RedisTransport:
 
     # -- fetch ---------------------------------------------------------------------------
 
-    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> list[Delivery]:
+    def fetch(
+        self, queues: Sequence[str], limit: int, timeout: float, ack: Sequence[Delivery] = ()
+    ) -> list[Delivery]:
+        tags = [delivery.tag for delivery in ack if type(delivery.tag) is int]
+        if len(tags) > MAX_FETCH or not queues or limit <= 0:
+            self.ack(ack)
+            tags = []
         if not queues or limit <= 0:
             return []
         deadline = time.monotonic() + max(timeout, 0.0)
         limit = min(limit, MAX_FETCH)
-        return self._call("fetch", lambda: self._fetch_until(queues, limit, deadline))
+        return self._call("fetch", lambda: self._fetch_until(queues, limit, deadline, tags))
 
-    def _fetch_until(self, queues: Sequence[str], limit: int, deadline: float) -> list[Delivery]:
+    def _fetch_until(
+        self, queues: Sequence[str], limit: int, deadline: float, acks: list[int]
+    ) -> list[Delivery]:
+        """Take what is there, else sleep on the doorbell until the deadline.
+
+        ``acks`` (tags) are removed by the first fetch script, or first of all when the
+        queues are fanout only (no script runs).
+        """
         consumer = self._consuming()
         if self._orphaned:
             self._requeue_orphans(consumer)
         lists = [queue for queue in queues if queue not in self._fanout_queues]
         fanout = [queue for queue in queues if queue in self._fanout_queues]
+        if acks and not lists:
+            self._commands().call("HDEL", self._keys.held_key(self._holder), *acks)
         while True:
             deliveries = consumer.doorbell.take_fanout(fanout, limit) if fanout else []
             if lists and len(deliveries) < limit:
-                deliveries += self._take(consumer, lists, limit - len(deliveries))
+                deliveries += self._take(consumer, lists, limit - len(deliveries), acks)
+                acks = []
             remaining = deadline - time.monotonic()
             if deliveries or remaining <= 0:
                 return deliveries
@@ -293,7 +309,9 @@ class RedisTransport:
             sleep = _MAX_SLEEP if consumer.tracking else self._polling_interval
             consumer.doorbell.wait(min(remaining, sleep))
 
-    def _take(self, consumer: _Consumer, queues: Sequence[str], limit: int) -> list[Delivery]:
+    def _take(
+        self, consumer: _Consumer, queues: Sequence[str], limit: int, acks: Sequence[int] = ()
+    ) -> list[Delivery]:
         ordered = self._ordered(queues)
         steps = self._keys.priority_steps
         # Priority-major, as kombu's BRPOP: every queue's step 0 before any step 3.
@@ -310,7 +328,7 @@ class RedisTransport:
                     self._keys.holders_key,
                     *lists,
                 ],
-                args=[limit, first_tag, int(self._holder_expires * 1000), self._holder],
+                args=[limit, first_tag, int(self._holder_expires * 1000), self._holder, *acks],
             )
         except RETRYABLE:
             # The script may have run: whatever it took is in our hash under these tags.
