@@ -33,6 +33,7 @@ from celeriac import states
 from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
 from celeriac.backends.kv import GROUP_KEY_PREFIX, TASK_KEY_PREFIX, KeyValueBackend
 from celeriac.exceptions import ImproperlyConfigured, TimeoutError
+from celeriac.utils.rediswire import Wire
 
 logger = logging.getLogger("celeriac.backends.redis")
 
@@ -143,6 +144,7 @@ class RedisBackend(KeyValueBackend):
             retry=Retry(NoBackoff(), 0),
         )
         self._client = redis.Redis(connection_pool=self._pool)
+        self._wire: Wire | None = None
         self._prefix = key_prefix(extra)
         self._store_script = self._client.register_script(_STORE)
         self._chord_script = self._client.register_script(_CHORD_PART)
@@ -157,28 +159,30 @@ class RedisBackend(KeyValueBackend):
 
     # -- the key-value primitives (keys come without the global prefix) -------------------
 
+    def _commands(self) -> Wire:
+        """The connection reads and writes go through (checked out once)."""
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = Wire(self._pool.get_connection())
+        return wire
+
     def _read(self, keys: Sequence[str]) -> list[bytes | None]:
         prefixed = [self._prefix + key for key in keys]
-        values = self._call("read", lambda: self._client.mget(prefixed))
+        values = self._call("read", lambda: self._commands().call("MGET", *prefixed))
         return [value.encode() if isinstance(value, str) else value for value in values]
 
     def _write(self, items: Sequence[tuple[str, bytes]], expires: float | None) -> None:
         unit, amount = _expiry(expires)
-
-        def write() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            for key, data in items:
-                full_key = self._prefix + key
-                if unit:  # SETEX/PSETEX, the commands Celery sends (redis-py deprecates them)
-                    pipe.execute_command(  # type: ignore[no-untyped-call]
-                        _SET_COMMAND[unit], full_key, amount, data
-                    )
-                else:
-                    pipe.set(full_key, data)
-                pipe.publish(full_key, data)
-            pipe.execute()
-
-        self._call("write", write)
+        commands: list[tuple[Any, ...]] = []
+        for key, data in items:
+            full_key = self._prefix + key
+            if unit:  # SETEX/PSETEX, the commands Celery sends (redis-py deprecates them)
+                commands.append((_SET_COMMAND[unit], full_key, amount, data))
+            else:
+                commands.append(("SET", full_key, data))
+            commands.append(("PUBLISH", full_key, data))
+        if commands:
+            self._call("write", lambda: self._commands().pipeline(commands))
 
     def _delete(self, keys: Sequence[str]) -> None:
         prefixed = [self._prefix + key for key in keys]
@@ -194,18 +198,13 @@ class RedisBackend(KeyValueBackend):
             super().store(metas)
             return
         unit, amount = _expiry(self.expires)
-        encoded = [
-            (self._prefix + TASK_KEY_PREFIX + meta["task_id"], self.codec.encode(dict(meta)))
+        prefix = self._prefix + TASK_KEY_PREFIX
+        encode = self.codec.encode
+        calls = [
+            ([prefix + meta["task_id"]], [encode(dict(meta)), unit, amount, codec])
             for meta in metas
         ]
-
-        def write() -> None:
-            pipe = self._client.pipeline(transaction=False)
-            for key, data in encoded:
-                self._store_script(keys=[key], args=[data, unit, amount, codec], client=pipe)
-            pipe.execute()
-
-        self._call("store", write)
+        self._call("store", lambda: self._commands().scripts(self._store_script, calls))
 
     def wait(self, task_ids: Sequence[str], timeout: float | None, interval: float) -> list[Meta]:
         deadline = None if timeout is None else time.monotonic() + timeout

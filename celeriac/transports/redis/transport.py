@@ -68,7 +68,7 @@ from celeriac.transports.redis.keyspace import (
     KeySpace,
     topic_pattern,
 )
-from celeriac.transports.redis.wire import Wire
+from celeriac.utils.rediswire import Wire
 
 logger = logging.getLogger("celeriac.transports.redis")
 

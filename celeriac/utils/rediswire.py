@@ -1,10 +1,13 @@
-"""Commands sent straight on one redis-py connection: the transport's hot path.
+"""Commands sent straight on one redis-py connection: the Redis hot paths.
 
 redis-py's client path (pool checkout and release, observability hooks, the retry wrapper,
 pipeline objects) cost about 50 µs per command on this machine, more than the loopback
-round trip itself (about 30 µs). The publish, fetch and ack commands therefore go through
-a :class:`Wire`: the connection's own packer (hiredis when installed), one ``sendall``
-and one parsed reply per command. Everything else still uses the redis-py client.
+round trip itself (about 30 µs), and a pipeline running a script asks the server whether
+it knows the script first: another round trip. The broker's publish, fetch and ack and the
+result backend's store therefore go through a :class:`Wire`: the connection's own packer
+(hiredis when installed), one ``sendall`` per batch and one parsed reply per command.
+Everything else still uses the redis-py client. (Shared by the Redis transport and result
+backend, which may not import each other.)
 
 A :class:`Wire` keeps its connection checked out of the pool for its whole life;
 ``pool.disconnect()`` closes it, and the next command connects again.
@@ -58,9 +61,16 @@ class Wire:
 
     def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """``EVALSHA``, loading the script first if the server does not know it."""
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        return self.scripts(script, [(keys, args)])[0]
+
+    def scripts(
+        self, script: Script, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
+    ) -> list[Any]:
+        """Many runs of one script (keys, args) in one round trip."""
+        commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
         try:
-            return self.call(*command)
+            return self.pipeline(commands)
         except redis.exceptions.NoScriptError:
+            # Nothing ran: every command failed alike. Load it and send them again.
             self.call("SCRIPT", "LOAD", script.script)
-            return self.call(*command)
+            return self.pipeline(commands)
