@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.client import PubSub
 from redis.retry import Retry
 
 from celeriac import states
@@ -128,6 +130,65 @@ def key_prefix(transport_options: Mapping[str, Any]) -> str:
     return prefix
 
 
+class _Listener:
+    """A subscriber connection kept between waits, so a ``get()`` costs a ``SUBSCRIBE``
+    round trip and not a new connection (redis-py's ``PubSub.close`` disconnects).
+
+    Each wait subscribes to its channels and unsubscribes when done, without waiting for
+    the confirmations: those, and messages that were already on their way, are skipped
+    when the next wait reads.
+    """
+
+    def __init__(self, connection: redis.Connection) -> None:
+        self.connection = connection
+        self.pid = os.getpid()
+        self.broken = False
+
+    def subscribe(self, channels: Mapping[str, str], deadline: float | None) -> None:
+        """Subscribe and return once Redis confirmed every channel."""
+        self._send("SUBSCRIBE", *channels)
+        waiting = set(channels)
+        while waiting:
+            remaining = _FOREVER if deadline is None else max(deadline - time.monotonic(), 0.05)
+            reply = self._read(remaining)
+            if reply is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                continue
+            if reply[0] == b"subscribe":
+                waiting.discard(reply[1].decode())
+
+    def next_message(self, timeout: float) -> tuple[str, bytes] | None:
+        """The next published (channel, data), or None after ``timeout`` seconds."""
+        reply = self._read(timeout)
+        if reply is None or reply[0] != b"message":
+            return None
+        return reply[1].decode(), reply[2]
+
+    def unsubscribe(self, channels: Mapping[str, str]) -> None:
+        if not self.broken:
+            with contextlib.suppress(*_RETRYABLE):
+                self._send("UNSUBSCRIBE", *channels)
+
+    def _send(self, *args: Any) -> None:
+        try:
+            self.connection.send_command(*args, check_health=False)  # type: ignore[no-untyped-call]
+        except BaseException:
+            self.broken = True
+            raise
+
+    def _read(self, timeout: float) -> Any:
+        connection = self.connection
+        try:
+            if not connection.can_read(timeout=timeout):
+                return None
+            # Subscriber replies are pushes to redis-py's parser: ask for them as replies.
+            return connection.read_response(push_request=True)
+        except BaseException:
+            self.broken = True
+            raise
+
+
 class RedisBackend(KeyValueBackend):
     """Celery-compatible results in Redis."""
 
@@ -145,6 +206,11 @@ class RedisBackend(KeyValueBackend):
         )
         self._client = redis.Redis(connection_pool=self._pool)
         self._wire: Wire | None = None
+        self._local = threading.local()
+        # Connections stay checked out (the wire, each thread's listener): should this
+        # backend be dropped unclosed inside a reference cycle, close them before the
+        # collector finalizes their sockets (which would warn of unclosed sockets).
+        weakref.finalize(self, self._pool.disconnect)
         self._prefix = key_prefix(extra)
         self._store_script = self._client.register_script(_STORE)
         self._chord_script = self._client.register_script(_CHORD_PART)
@@ -261,7 +327,8 @@ class RedisBackend(KeyValueBackend):
         self._call("set_chord_size", write)
 
     def close(self) -> None:
-        self._pool.disconnect()
+        self._local = threading.local()
+        self._pool.disconnect()  # the wire and every thread's listener with the rest
 
     # -- waiting -----------------------------------------------------------------------
 
@@ -270,25 +337,23 @@ class RedisBackend(KeyValueBackend):
     ) -> list[Meta]:
         unique = list(dict.fromkeys(task_ids))
         ready: dict[str, Meta] = {}
-        self._collect(ready, unique, self.get(unique))
-        if len(ready) < len(unique) and (deadline is None or deadline > time.monotonic()):
-            channels = {
-                self._prefix + TASK_KEY_PREFIX + task_id: task_id
-                for task_id in unique
-                if task_id not in ready
-            }
-            with contextlib.closing(self._client.pubsub()) as pubsub:  # type: ignore[no-untyped-call]
-                pubsub.subscribe(*channels)
-                self._await_subscribed(pubsub, len(channels), channels, ready, deadline)
-                # Subscribed: what was written before is read now, anything later is pushed.
-                pending = [task_id for task_id in unique if task_id not in ready]
-                self._collect(ready, pending, self.get(pending))
-                while len(ready) < len(unique):
-                    remaining = _FOREVER if deadline is None else deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    message = pubsub.get_message(timeout=remaining)
-                    self._take_message(message, channels, ready)
+        channels = {self._prefix + TASK_KEY_PREFIX + task_id: task_id for task_id in unique}
+        listener = self._listener()
+        try:
+            # Subscribed first: what was written before is read next, anything later pushed.
+            listener.subscribe(channels, deadline)
+            self._collect(ready, unique, self.get(unique))
+            while len(ready) < len(unique):
+                remaining = _FOREVER if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                message = listener.next_message(remaining)
+                if message is not None:
+                    task_id = channels.get(message[0])
+                    if task_id is not None:
+                        self._collect(ready, [task_id], [self.codec.decode(message[1])])
+        finally:
+            listener.unsubscribe(channels)
         if len(ready) < len(unique):
             raise TimeoutError(
                 f"The operation timed out: {len(unique) - len(ready)} of {len(unique)} "
@@ -296,37 +361,15 @@ class RedisBackend(KeyValueBackend):
             )
         return [dict(ready[task_id]) for task_id in task_ids]
 
-    def _await_subscribed(
-        self,
-        pubsub: PubSub,
-        count: int,
-        channels: Mapping[str, str],
-        ready: dict[str, Meta],
-        deadline: float | None,
-    ) -> None:
-        # Redis confirms each channel with the running subscription count.
-        while True:
-            remaining = _FOREVER if deadline is None else max(deadline - time.monotonic(), 0.05)
-            message = pubsub.get_message(timeout=remaining)
-            if message is None:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-                continue
-            if message["type"] == "subscribe":
-                if message["data"] == count:
-                    return
-            else:
-                self._take_message(message, channels, ready)
-
-    def _take_message(
-        self, message: Mapping[str, Any] | None, channels: Mapping[str, str], ready: dict[str, Meta]
-    ) -> None:
-        if message is None or message.get("type") != "message":
-            return
-        channel = message["channel"]
-        task_id = channels.get(channel.decode() if isinstance(channel, bytes) else channel)
-        if task_id is not None:
-            self._collect(ready, [task_id], [self.codec.decode(message["data"])])
+    def _listener(self) -> _Listener:
+        """This thread's subscriber connection (a new one after fork or a lost connection)."""
+        listener: _Listener | None = getattr(self._local, "listener", None)
+        if listener is None or listener.pid != os.getpid() or listener.broken:
+            if listener is not None and listener.pid == os.getpid():
+                self._pool.release(listener.connection)
+            connection = self._pool.get_connection()
+            listener = self._local.listener = _Listener(connection)
+        return listener
 
     @staticmethod
     def _collect(

@@ -217,10 +217,10 @@ class TaskMessageTemplate:
         serializer = self.serializer
         if args or kwargs:
             body = serializer.dumps((args, kwargs, self.embed))
-        else:
+        elif self.empty_body is not None:
             body = self.empty_body
-            if body is None:
-                body = self.empty_body = serializer.dumps(((), {}, self.embed))
+        else:
+            body = self.empty_body = serializer.dumps(((), {}, self.embed))
         if self.compression:
             headers["compression"], body = compression.compress(body, self.compression)
         properties = self.properties.copy()

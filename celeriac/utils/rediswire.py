@@ -43,10 +43,10 @@ class Wire:
         connection = self.connection
         with self._lock:
             if len(commands) == 1:
-                packed = connection.pack_command(*commands[0])
+                packed = connection.pack_command(*commands[0])  # type: ignore[no-untyped-call]
             else:
-                packed = connection.pack_commands(commands)
-            connection.send_packed_command(packed, check_health=False)
+                packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
+            connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
             replies = []
             error: redis.ResponseError | None = None
             for _ in commands:
