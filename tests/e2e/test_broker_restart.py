@@ -1,7 +1,10 @@
 """A broker restarted under a running worker: the worker reconnects and nothing is lost.
 
-The test runs its own Redis server (append-only file on, so the queues survive the restart,
-as a production Redis would be configured) on a spare port, so the shared one is untouched.
+The Redis test runs its own Redis server (append-only file on, so the queues survive the
+restart, as a production Redis would be configured) on a spare port, so the shared one is
+untouched. The RabbitMQ test restarts the shared server's broker application
+(``rabbitmqctl stop_app``/``start_app``: every connection drops, durable queues and
+persistent messages survive), working in a virtual host of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +20,22 @@ import pytest
 
 from tests.support import WorkerProcess
 
-pytestmark = pytest.mark.redis
+AMQP_APP = """
+import time
+from celeriac import Celery
+
+app = Celery("restart_amqp", broker="amqp://guest:guest@127.0.0.1:5672/{vhost}",
+             backend="db+sqlite:///{dir}/results.db")
+app.conf.broker_connection_retry = True
+app.conf.broker_connection_max_retries = None
+app.conf.task_publish_retry_policy = {{"max_retries": 30, "interval_start": 0.2,
+                                      "interval_step": 0.2, "interval_max": 1.0}}
+
+@app.task(acks_late=True)
+def slow_double(i):
+    time.sleep(0.05)
+    return 2 * i
+"""
 
 APP = """
 import time
@@ -93,6 +111,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.mark.redis
 def test_worker_survives_a_broker_restart_and_loses_nothing(
     tmp_path: Path,
     redis_server: RedisServer,
@@ -116,3 +135,40 @@ def test_worker_survives_a_broker_restart_and_loses_nothing(
     assert values == [2 * i for i in range(60)]
     assert worker.process.poll() is None, worker.output
     restart_app.app.close()
+
+
+@pytest.mark.amqp
+def test_worker_survives_a_rabbitmq_restart_and_loses_nothing(
+    tmp_path: Path,
+    project: Callable[[dict[str, str]], Path],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is not installed")
+    from tests.conformance.transport_amqp import create_vhost, delete_vhost, rabbitmqctl
+
+    vhost = create_vhost("restart")
+    directory = project({"restart_amqp_app.py": AMQP_APP.format(vhost=vhost, dir=tmp_path)})
+    import restart_amqp_app
+
+    try:
+        worker = start_worker(directory, "restart_amqp_app", "-c", "2")
+        before = restart_amqp_app.slow_double.delay_many([(i,) for i in range(40)])
+        assert before[0].get(timeout=20) == 0  # the worker is consuming
+
+        rabbitmqctl("stop_app")  # mid-drain: tasks done, held unacked by the worker, queued
+        try:
+            time.sleep(1.0)
+        finally:
+            rabbitmqctl("start_app")
+            rabbitmqctl("await_startup")
+
+        after = restart_amqp_app.slow_double.delay_many([(i,) for i in range(40, 60)])
+        values = [result.get(timeout=60) for result in before + after]
+
+        assert values == [2 * i for i in range(60)]
+        assert worker.process.poll() is None, worker.output
+        assert "lost the broker connection" in worker.output  # it did see the restart
+    finally:
+        restart_amqp_app.app.close()
+        delete_vhost(vhost)
