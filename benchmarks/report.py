@@ -108,15 +108,18 @@ def _drain_cells(run: Run) -> list[str]:
         return [
             f"{value['done']:,} of {value['count']:,}",
             f"{value['rate']:,.0f}",
+            "",
             f"{value['seconds']:.1f} (time limit)",
             "",
             "",
             "partial",
         ]
     children = f"{value['children_cpu_us']:,.0f}" if run["pool"] != "solo" else "n/a"
+    rates = value.get("rates") or [value["rate"]]
     return [
         f"{value['count']:,}",
         f"{value['rate']:,.0f}",
+        " / ".join(f"{rate:,.0f}" for rate in rates),
         f"{value['seconds']:.2f}",
         f"{value['parent_cpu_us']:,.0f}",
         children,
@@ -163,7 +166,8 @@ def markdown(results: dict[str, Any], factory: TargetFactory, systems: list[str]
             "pool",
             "results",
             "tasks",
-            "tasks/s",
+            "tasks/s (median run)",
+            "every run",
             "seconds",
             "worker main CPU µs/task",
             "pool children CPU µs/task",
