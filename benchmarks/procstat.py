@@ -43,6 +43,25 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+#: Process names of the local broker servers whose CPU a drain reports.
+BROKER_PROCESSES = ("redis-server", "beam.smp")
+
+
+def broker_pids() -> list[int]:
+    """Local broker server processes (Redis, RabbitMQ's Erlang VM), found by name."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/comm") as handle:
+                    command = handle.read().strip()
+            except OSError:
+                continue
+            if command in BROKER_PROCESSES:
+                found.append(int(name))
+    return found
+
+
 @dataclass(frozen=True)
 class TreeCpu:
     """CPU seconds of a parent and the sum over its current children."""

@@ -112,9 +112,11 @@ def _drain_cells(run: Run) -> list[str]:
             f"{value['seconds']:.1f} (time limit)",
             "",
             "",
+            "",
             "partial",
         ]
     children = f"{value['children_cpu_us']:,.0f}" if run["pool"] != "solo" else "n/a"
+    broker = value.get("broker_cpu_us")
     rates = value.get("rates") or [value["rate"]]
     return [
         f"{value['count']:,}",
@@ -123,6 +125,7 @@ def _drain_cells(run: Run) -> list[str]:
         f"{value['seconds']:.2f}",
         f"{value['parent_cpu_us']:,.0f}",
         children,
+        "n/a" if broker is None else f"{broker:,.0f}",
         str(value["verified"]),
     ]
 
@@ -171,6 +174,7 @@ def markdown(results: dict[str, Any], factory: TargetFactory, systems: list[str]
             "seconds",
             "worker main CPU µs/task",
             "pool children CPU µs/task",
+            "broker server CPU µs/task",
             "check",
         ],
         pick("drain"),

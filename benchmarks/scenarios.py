@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from procstat import children_of, tree_cpu
+from procstat import broker_pids, children_of, cpu_seconds, tree_cpu
 from targets import BENCH_DIR, Target, python_env
 
 POLL = 0.005
@@ -145,9 +145,12 @@ def drain(
         if t_first is None:
             raise RuntimeError(f"{target.system}: first task never ran\n{worker_log_tail(target)}")
         children = children_of(worker.pid)
+        brokers = broker_pids() if target.network_broker else []
         cpu_start = tree_cpu(worker.pid, children)
+        broker_start = sum(cpu_seconds(pid) for pid in brokers)
         t_last = wait_for_marker(last, deadline, worker)
         cpu = tree_cpu(worker.pid, children) - cpu_start
+        broker_cpu = sum(cpu_seconds(pid) for pid in brokers) - broker_start
         if t_last is None:  # too slow for the time budget: report what got done
             now = time.time()
             done = count - int(target.client("size")["size"])  # type: ignore[call-overload]
@@ -173,6 +176,7 @@ def drain(
         ran=ran,
         parent_cpu_us=cpu.parent / ran * 1e6,
         children_cpu_us=cpu.children / ran * 1e6,
+        broker_cpu_us=broker_cpu / ran * 1e6 if brokers else None,
         children=len(children),
     )
     return outcome

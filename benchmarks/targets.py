@@ -49,6 +49,11 @@ class Target:
         )
         return env
 
+    @property
+    def network_broker(self) -> bool:
+        """Whether the broker is a local server (Redis, RabbitMQ) whose CPU can be read."""
+        return scheme(self.broker).startswith(("redis", "amqp", "pyamqp"))
+
     def marker(self, name: str) -> Path:
         return self.workdir / f"{name}.marker"
 
