@@ -272,12 +272,13 @@ class RedisTransport:
     def fetch(
         self, queues: Sequence[str], limit: int, timeout: float, ack: Sequence[Delivery] = ()
     ) -> list[Delivery]:
+        if not queues or limit <= 0:
+            self.ack(ack)
+            return []
         tags = [delivery.tag for delivery in ack if type(delivery.tag) is int]
-        if len(tags) > MAX_FETCH or not queues or limit <= 0:
+        if len(tags) > MAX_FETCH:  # more than one script call should carry
             self.ack(ack)
             tags = []
-        if not queues or limit <= 0:
-            return []
         deadline = time.monotonic() + max(timeout, 0.0)
         limit = min(limit, MAX_FETCH)
         return self._call("fetch", lambda: self._fetch_until(queues, limit, deadline, tags))
