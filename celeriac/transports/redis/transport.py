@@ -39,6 +39,7 @@ import logging
 import os
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -115,6 +116,10 @@ class RedisTransport:
         self._client = redis.Redis(connection_pool=self._pool)
         self._scripts = Scripts(self._client)
         self._wire: Wire | None = None
+        # The wire's connection stays checked out: should this transport be dropped
+        # unclosed inside a reference cycle, close the pool's connections before the
+        # collector finalizes their sockets (which would warn of unclosed sockets).
+        weakref.finalize(self, self._pool.disconnect)
         self._keys = KeySpace.from_options(extra, database_of(self._pool))
         self.capabilities = Capabilities(
             priorities=self._keys.higher_first,
