@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,19 +123,31 @@ def test_worker_survives_a_broker_restart_and_loses_nothing(
     import restart_app
 
     worker = start_worker(directory, "restart_app", "-c", "2")
-    before = restart_app.slow_double.delay_many([(i,) for i in range(40)])
+
+    def restart() -> None:
+        redis_server.stop()
+        time.sleep(1.0)
+        redis_server.start()
+
+    try:
+        drain_across(restart, restart_app, worker)
+    finally:
+        restart_app.app.close()
+
+
+def drain_across(restart: Callable[[], None], app_module: Any, worker: WorkerProcess) -> None:
+    """Send 40 tasks, ``restart`` the broker mid-drain (some tasks done, some held by the
+    worker, some queued), send 20 more: every result comes back and the worker lives."""
+    before = app_module.slow_double.delay_many([(i,) for i in range(40)])
     assert before[0].get(timeout=20) == 0  # the worker is consuming
 
-    redis_server.stop()  # mid-drain: some tasks done, some held by the worker, some queued
-    time.sleep(1.0)
-    redis_server.start()
+    restart()
 
-    after = restart_app.slow_double.delay_many([(i,) for i in range(40, 60)])
+    after = app_module.slow_double.delay_many([(i,) for i in range(40, 60)])
     values = [result.get(timeout=60) for result in before + after]
 
     assert values == [2 * i for i in range(60)]
     assert worker.process.poll() is None, worker.output
-    restart_app.app.close()
 
 
 @pytest.mark.amqp
@@ -153,21 +166,16 @@ def test_worker_survives_a_rabbitmq_restart_and_loses_nothing(
 
     try:
         worker = start_worker(directory, "restart_amqp_app", "-c", "2")
-        before = restart_amqp_app.slow_double.delay_many([(i,) for i in range(40)])
-        assert before[0].get(timeout=20) == 0  # the worker is consuming
 
-        rabbitmqctl("stop_app")  # mid-drain: tasks done, held unacked by the worker, queued
-        try:
-            time.sleep(1.0)
-        finally:
-            rabbitmqctl("start_app")
-            rabbitmqctl("await_startup")
+        def restart() -> None:
+            rabbitmqctl("stop_app")
+            try:
+                time.sleep(1.0)
+            finally:
+                rabbitmqctl("start_app")
+                rabbitmqctl("await_startup")
 
-        after = restart_amqp_app.slow_double.delay_many([(i,) for i in range(40, 60)])
-        values = [result.get(timeout=60) for result in before + after]
-
-        assert values == [2 * i for i in range(60)]
-        assert worker.process.poll() is None, worker.output
+        drain_across(restart, restart_amqp_app, worker)
         assert "lost the broker connection" in worker.output  # it did see the restart
     finally:
         restart_amqp_app.app.close()
