@@ -505,6 +505,18 @@ def test_fetched_raw_garbage_is_delivered_for_the_worker_to_reject(
     assert (delivery.envelope.body, delivery.envelope.headers) == (b"not json", {})
 
 
+@pytest.mark.parametrize("field", ["content-type", "content-encoding"])
+def test_an_envelope_with_a_non_text_field_is_delivered_raw_for_the_worker_to_reject(
+    field: str, names: Names, transports: list[RedisTransport], raw: redis.Redis
+) -> None:
+    queue = names("odd-field")
+    document = {"body": "", "headers": {}, "properties": {}, field: 5}
+    raw.lpush(queue, orjson.dumps(document))
+    [delivery] = new_transport(transports).fetch([queue], 10, 5.0)
+    assert delivery.envelope.headers == {}
+    assert delivery.envelope.content_type == "application/data"
+
+
 def test_huge_batch_round_trip(names: Names, transports: list[RedisTransport]) -> None:
     queue = names("huge")
     transport = new_transport(transports)

@@ -257,6 +257,11 @@ def check_task_headers(headers: Mapping[str, Any], body_hint: str = "") -> None:
         raise InvalidMessageError(
             f"message lacks required header(s) {', '.join(missing)}{body_hint}"
         )
+    for name in ("task", "id"):
+        if not isinstance(headers[name], str):
+            raise InvalidMessageError(
+                f"the {name!r} header must be a string, not {type(headers[name]).__name__}"
+            )
 
 
 def decode_task_body(envelope: Envelope, accept: frozenset[str] | None) -> TaskBody:

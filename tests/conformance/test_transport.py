@@ -41,7 +41,11 @@ def numbers(deliveries: Sequence[Delivery]) -> list[int]:
 def fetch_until(
     transport: Transport, queues: Sequence[str], count: int, within: float, limit: int = 100
 ) -> list[Delivery]:
-    """Fetch until ``count`` messages arrived or ``within`` seconds passed."""
+    """Fetch until ``count`` messages arrived or ``within`` seconds passed.
+
+    One fetch returns what has arrived (at least one message): a push broker may deliver a
+    batch over more than one read.
+    """
     deadline = time.monotonic() + within
     deliveries: list[Delivery] = []
     while len(deliveries) < count:
@@ -187,7 +191,7 @@ def test_fetch_returns_at_most_limit_in_order(transport: Transport, names: Names
     queue = names("limit")
     transport.publish([message(queue, number) for number in range(10)])
 
-    first = transport.fetch([queue], 4, 5.0)
+    first = fetch_until(transport, [queue], 4, within=5.0)
 
     assert numbers(first) == [0, 1, 2, 3]
     assert transport.size(queue) == 6
@@ -268,7 +272,7 @@ def test_fetch_acks_what_it_is_given_first(
     queue = names("fetch-ack")
     consumer = transport_factory()
     consumer.publish([message(queue, number) for number in range(4)])
-    first = consumer.fetch([queue], 2, 5.0)
+    first = fetch_until(consumer, [queue], 2, within=5.0)
 
     second = consumer.fetch([queue], 2, 5.0, ack=first)
     third = consumer.fetch([queue], 2, 0.2, ack=second)  # nothing left: still acks
@@ -307,7 +311,7 @@ def test_reject_without_requeue_drops(transport_factory: TransportFactory, names
 def test_ack_and_reject_are_idempotent(transport: Transport, names: Names) -> None:
     queue = names("idempotent")
     transport.publish([message(queue, number) for number in range(3)])
-    acked, rejected, kept = transport.fetch([queue], 3, 5.0)
+    acked, rejected, kept = fetch_until(transport, [queue], 3, within=5.0)
 
     transport.ack([acked])
     transport.ack([acked])
@@ -329,7 +333,7 @@ def test_size_counts_ready_messages_and_purge_drops_them(
     queue = names("purge")
     assert transport.size(queue) == 0
     transport.publish([message(queue, number) for number in range(5)])
-    reserved = transport.fetch([queue], 2, 5.0)
+    reserved = fetch_until(transport, [queue], 2, within=5.0)
     assert len(reserved) == 2
 
     assert transport.size(queue) == 3
@@ -428,7 +432,7 @@ def test_unacked_messages_come_back_when_the_holder_closes(
     queue = names("closed-holder")
     holder, other = transport_factory(), transport_factory()
     holder.publish([message(queue, number) for number in range(3)])
-    held = holder.fetch([queue], 3, 5.0)
+    held = fetch_until(holder, [queue], 3, within=5.0)
     assert len(held) == 3
 
     holder.close()
@@ -468,7 +472,7 @@ def test_live_holder_keeps_its_messages_however_long(
     queue = names("long-hold")
     holder, other = transport_factory(), transport_factory()
     holder.publish([message(queue, number) for number in range(3)])
-    held = holder.fetch([queue], 3, 5.0)
+    held = fetch_until(holder, [queue], 3, within=5.0)
     assert len(held) == 3
 
     # Longer than any interval at which the transport looks for dead holders.
@@ -488,7 +492,7 @@ def test_live_holder_process_keeps_its_messages_however_long(
 
     def hold_until_told(channel: Channel) -> None:
         holder = transport_factory()
-        held = holder.fetch([queue], 3, 5.0)
+        held = fetch_until(holder, [queue], 3, within=5.0)
         channel.send(numbers(held))
         channel.receive()  # the test is done looking
         holder.ack(held)
@@ -539,7 +543,7 @@ def test_consumer_processes_never_share_a_message(
 
     def drain(channel: Channel) -> None:
         consumer = transport_factory()
-        first = consumer.fetch([queue], 7, 5.0)
+        first = fetch_until(consumer, [queue], 7, within=5.0)
         consumer.ack(first)
         channel.send("took a first batch")
         channel.receive()  # both have: now race for the rest

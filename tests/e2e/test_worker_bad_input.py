@@ -126,6 +126,8 @@ def test_message_without_required_headers_is_discarded(
         ("eta", "not a date either"),
         ("timelimit", "soon"),
         ("timelimit", [1]),
+        ("task", 123),
+        ("task", ["wtasks.add"]),
     ],
 )
 def test_malformed_header_values_do_not_stop_the_worker(

@@ -105,12 +105,20 @@ def _decode(raw: bytes) -> tuple[Envelope, bool]:
         body,
         headers,
         properties,
-        document.get("content-type") or "application/data",
-        document.get("content-encoding") or "binary",
-        info.get("exchange") or "",
-        info.get("routing_key") or "",
+        _text(document.get("content-type"), "content-type") or "application/data",
+        _text(document.get("content-encoding"), "content-encoding") or "binary",
+        _text(info.get("exchange"), "exchange"),
+        _text(info.get("routing_key"), "routing_key"),
     )
     return envelope, redelivered
+
+
+def _text(value: Any, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is {type(value).__name__}, not a string")
+    return value
 
 
 _NO_INFO: dict[str, Any] = {}

@@ -103,6 +103,7 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int, parent:
     stop_slot = len(slots) - 1
     done = 0
     limit = context.max_tasks_per_child
+    exitcode = 0
     try:
         while True:
             try:
@@ -125,10 +126,13 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int, parent:
             conn.send_bytes(_dumps(completions))
             if (limit and done >= limit) or slots[stop_slot]:
                 break
+    except BaseException:  # a bug, not a task's failure (those are completions): say it
+        logger.exception("Pool process %s failed", os.getpid())
+        exitcode = 1
     finally:
-        signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+        signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=exitcode)
         executor.app.close()
-        os._exit(0)
+        os._exit(exitcode)
 
 
 @dataclass
