@@ -26,6 +26,7 @@ HOT_MODULES = (
     "celeriac/transports/redis/envelope.py",
     "celeriac/utils/rediswire.py",
     "celeriac/worker/consumer.py",
+    "celeriac/worker/pools/pipe.py",
     "celeriac/worker/pools/prefork.py",
 )
 

@@ -1,10 +1,11 @@
 """The prefork pool: ``concurrency`` forked child processes, fed jobs in small batches.
 
-Each child has a pipe to the parent. The parent keeps up to ``2 * batch`` jobs queued per
-child and sends a new batch when half of them are done, so a child always has its next
-batch waiting and no per-task round trip stands between two tasks. A child writes the
-sequence number of the job it is running into shared memory, so when it dies (or is killed
-for its hard time limit) the parent knows which job was running (it fails with
+Each child has a pipe to the parent (a socket pair carrying length-prefixed pickles). The
+parent keeps up to ``2 * batch`` jobs queued per child and sends a new batch when half of
+them are done, so a child always has its next batch waiting and no per-task round trip
+stands between two tasks; a child runs every batch that has arrived before it reports.
+A child writes the sequence number of the job it is running into shared memory, so when it
+dies (or is killed for its hard time limit) the parent knows which job was running (it fails with
 ``WorkerLostError`` or ``TimeLimitExceeded``), which were done, and which never started
 (they are sent to another child). The dead child is replaced.
 
@@ -23,6 +24,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import select
 import selectors
 import signal
 import time
@@ -37,6 +39,7 @@ from celeriac.protocol.results import build_meta, exception_to_dict
 from celeriac.worker.execute import Executor
 from celeriac.worker.job import Completion, Job
 from celeriac.worker.pools.base import PoolContext
+from celeriac.worker.pools.pipe import MessagePipe
 
 logger = logging.getLogger("celeriac.worker")
 
@@ -68,8 +71,8 @@ def _shared_doubles(values: list[float]) -> memoryview[float]:
 
 
 def _dumps(value: Any) -> bytes:
-    # Plain pickle on send_bytes: Connection.send() builds a ForkingPickler and a buffer per
-    # call, which cost about a tenth of the consumer's CPU in the drain profile.
+    # Plain pickle: Connection.send() built a ForkingPickler and a buffer per call, which
+    # cost about a tenth of the consumer's CPU in the drain profile.
     return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
 
@@ -93,7 +96,9 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child_main(conn: Any, context: PoolContext, slots: Any, index: int, parent: int) -> None:
+def _child_main(
+    pipe: MessagePipe, context: PoolContext, slots: Any, index: int, parent: int
+) -> None:
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides about shutdown
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -105,25 +110,31 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int, parent:
     limit = context.max_tasks_per_child
     exitcode = 0
     try:
-        while True:
+        told_to_stop = False
+        while not told_to_stop:
             try:
-                jobs = _loads(conn.recv_bytes())
-            except (EOFError, OSError):
+                batches = pipe.receive_some()  # every batch that has arrived
+            except OSError:
                 break
-            if jobs is None:
+            if batches is None:
                 break
             completions = []
-            for job in jobs:
-                if slots[stop_slot] or (limit and done >= limit):
-                    break  # the rest go to another child, or back to the broker
-                slots[base] = job.seq
-                slots[base + 1] = time.time()
-                completions.append(executor.run(job))
-                slots[base + 2] = job.seq
-                slots[base] = _IDLE
-                done += 1
+            for payload in batches:
+                jobs = _loads(payload)
+                if jobs is None:
+                    told_to_stop = True
+                    break
+                for job in jobs:
+                    if slots[stop_slot] or (limit and done >= limit):
+                        break  # the rest go to another child, or back to the broker
+                    slots[base] = job.seq
+                    slots[base + 1] = time.time()
+                    completions.append(executor.run(job))
+                    slots[base + 2] = job.seq
+                    slots[base] = _IDLE
+                    done += 1
             executor.sink.flush()
-            conn.send_bytes(_dumps(completions))
+            pipe.send(_dumps(completions))
             if (limit and done >= limit) or slots[stop_slot]:
                 break
     except BaseException:  # a bug, not a task's failure (those are completions): say it
@@ -139,7 +150,7 @@ def _child_main(conn: Any, context: PoolContext, slots: Any, index: int, parent:
 class _Child:
     index: int
     process: Any
-    conn: Any
+    pipe: MessagePipe
     queued: dict[int, Job] = field(default_factory=dict)
 
 
@@ -162,20 +173,20 @@ class PreforkPool:
             self.children.append(self._spawn(index))
 
     def _spawn(self, index: int) -> _Child:
-        parent_conn, child_conn = _context.Pipe(duplex=True)
+        parent_end, child_end = MessagePipe.pair()
         base = index * 3
         self.slots[base] = _IDLE
         self.slots[base + 2] = _IDLE
         signals.worker_before_create_process.send(sender=self)
         process = _context.Process(
             target=_child_main,
-            args=(child_conn, self.context, self.slots, index, os.getpid()),
+            args=(child_end, self.context, self.slots, index, os.getpid()),
             name=f"ForkPoolWorker-{index + 1}",
         )
         process.start()
-        child_conn.close()
-        child = _Child(index, process, parent_conn)
-        self.selector.register(parent_conn.fileno(), selectors.EVENT_READ, (child, False))
+        child_end.close()
+        child = _Child(index, process, parent_end)
+        self.selector.register(parent_end.fileno(), selectors.EVENT_READ, (child, False))
         self.selector.register(process.sentinel, selectors.EVENT_READ, (child, True))
         return child
 
@@ -225,7 +236,7 @@ class PreforkPool:
                 child.queued[job.seq] = job
             # If the child died, check() reassigns its queued jobs.
             with contextlib.suppress(OSError):
-                child.conn.send_bytes(_dumps(batch))
+                child.pipe.send(_dumps(batch))
 
     def wait(self, timeout: float) -> list[Completion]:
         busy = [child for child in self.children if child.queued]
@@ -240,31 +251,34 @@ class PreforkPool:
             if is_sentinel:
                 exited = True
             else:
-                done.extend(self._receive_one(child))
+                done.extend(self._receive_ready(child))
         if exited:
             done.extend(self.check())
         return done
 
-    def _receive_one(self, child: _Child) -> list[Completion]:
-        """One message of completions (the selector is level-triggered: more data remaining
-        makes the next ``select`` return at once, without a ``poll`` per message)."""
+    def _receive_ready(self, child: _Child) -> list[Completion]:
+        """The completions one read brings (the selector is level-triggered: data left
+        over makes the next ``select`` return at once)."""
         try:
-            completions = _loads(child.conn.recv_bytes())
-        except (EOFError, OSError):
+            messages = child.pipe.receive()
+        except OSError:
             return []
-        for completion in completions:
-            child.queued.pop(completion.seq, None)
-        return list(completions)
+        done: list[Completion] = []
+        for payload in messages or ():
+            for completion in _loads(payload):
+                child.queued.pop(completion.seq, None)
+                done.append(completion)
+        return done
 
     def _receive(self, child: _Child) -> list[Completion]:
+        """Every completion the child has sent (it has exited, or is stopping)."""
         done: list[Completion] = []
-        try:
-            while child.conn.poll():
-                for completion in _loads(child.conn.recv_bytes()):
-                    child.queued.pop(completion.seq, None)
-                    done.append(completion)
-        except (EOFError, OSError):
-            pass
+        with contextlib.suppress(OSError, ValueError):
+            while select.select([child.pipe], [], [], 0)[0]:
+                received = self._receive_ready(child)
+                if not received and not child.pipe.buffer:
+                    break  # closed, or nothing more
+                done.extend(received)
         return done
 
     # -- upkeep
@@ -303,10 +317,10 @@ class PreforkPool:
         running = int(self.slots[base])
         begun = set(self._started_in(child))
         exitcode = child.process.exitcode
-        for fileobj in (child.conn.fileno(), child.process.sentinel):
+        for fileobj in (child.pipe.fileno(), child.process.sentinel):
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(fileobj)
-        child.conn.close()
+        child.pipe.close()
         done: list[Completion] = []
         for seq, job in child.queued.items():
             if seq in begun:
@@ -354,16 +368,16 @@ class PreforkPool:
             self.slots[len(self.slots) - 1] = 1.0
         for child in self.children:
             with contextlib.suppress(OSError):
-                child.conn.send_bytes(_dumps(None))  # wakes a child waiting for work
+                child.pipe.send(_dumps(None))  # wakes a child waiting for work
         done: list[Completion] = []
         alive = self.children
         while graceful and alive:
             ready = multiprocessing.connection.wait(
-                [child.conn for child in alive] + [child.process.sentinel for child in alive],
+                [child.pipe.sock for child in alive] + [child.process.sentinel for child in alive],
                 _STOP_UPKEEP,
             )
             for child in alive:
-                if child.conn in ready:
+                if child.pipe.sock in ready:
                     done.extend(self._receive(child))
             self.check()  # hard time limits hold while the running tasks finish
             alive = [child for child in alive if child.process.is_alive()]
