@@ -47,6 +47,13 @@ _context = multiprocessing.get_context("fork")
 
 #: Jobs per batch sent to a child; up to twice this many are queued per child.
 BATCH = 4
+#: A task type whose runs lately took under this (seconds) is "quick": its jobs go to one
+#: child several at a time (one message and one wake-up for the lot), since each waits at
+#: most this long behind another. Other jobs, and task types not seen yet, are spread
+#: over the children, so that no job waits behind a long one while a child is idle.
+QUICK_JOB = 0.001
+#: Weight of the latest run in a task type's running average of run times.
+_RUNTIME_WEIGHT = 0.3
 #: Shared slot values: sequence number of the running job (-1: none) and its start time.
 _IDLE = -1.0
 #: Results of finished jobs are stored in batches, but never later than this (seconds)
@@ -119,6 +126,7 @@ def _child_main(
             if batches is None:
                 break
             completions = []
+            runtimes = []
             for payload in batches:
                 jobs = _loads(payload)
                 if jobs is None:
@@ -128,13 +136,14 @@ def _child_main(
                     if slots[stop_slot] or (limit and done >= limit):
                         break  # the rest go to another child, or back to the broker
                     slots[base] = job.seq
-                    slots[base + 1] = time.time()
+                    slots[base + 1] = started = time.time()
                     completions.append(executor.run(job))
+                    runtimes.append(time.time() - started)
                     slots[base + 2] = job.seq
                     slots[base] = _IDLE
                     done += 1
             executor.sink.flush()
-            pipe.send(_dumps(completions))
+            pipe.send(_dumps((completions, runtimes)))
             if (limit and done >= limit) or slots[stop_slot]:
                 break
     except BaseException:  # a bug, not a task's failure (those are completions): say it
@@ -162,6 +171,8 @@ class PreforkPool:
         # per child: running seq, start time, last completed seq; then the warm stop flag
         self.slots: Any = _shared_doubles([_IDLE] * (3 * self.concurrency) + [0.0])
         self.orphans: list[Job] = []
+        #: Running average of the run time of each task type (seconds), from the children.
+        self.runtimes: dict[str, float] = {}
         self.stopping = False
         # One selector for the pool's lifetime: multiprocessing.connection.wait() builds a
         # new one per call, which was a fifth of the consumer's CPU in the drain profile.
@@ -223,20 +234,28 @@ class PreforkPool:
     def submit(self, jobs: Sequence[Job]) -> None:
         pending = list(self.orphans) + list(jobs)
         self.orphans = []
-        # Least-loaded child first, in batches, so work spreads when there is little of it.
+        # Least-loaded child first, in batches, so work spreads when there is little of it;
+        # a run of quick jobs goes to one child whole.
         while pending:
             child = min(self.children, key=lambda candidate: len(candidate.queued))
             room = 2 * BATCH - len(child.queued)
             if room <= 0:
                 self.orphans.extend(pending)
                 return
-            take = min(room, BATCH, max(1, -(-len(pending) // len(self.children))))
+            most = min(room, BATCH, len(pending))
+            take = min(most, -(-len(pending) // len(self.children)))  # an even share
+            if all(self._is_quick(job) for job in pending[:take]):
+                while take < most and self._is_quick(pending[take]):
+                    take += 1
             batch, pending = pending[:take], pending[take:]
             for job in batch:
                 child.queued[job.seq] = job
             # If the child died, check() reassigns its queued jobs.
             with contextlib.suppress(OSError):
                 child.pipe.send(_dumps(batch))
+
+    def _is_quick(self, job: Job) -> bool:
+        return self.runtimes.get(job.task_name, QUICK_JOB) < QUICK_JOB
 
     def wait(self, timeout: float) -> list[Completion]:
         busy = [child for child in self.children if child.queued]
@@ -264,9 +283,15 @@ class PreforkPool:
         except OSError:
             return []
         done: list[Completion] = []
+        runtimes = self.runtimes
         for payload in messages or ():
-            for completion in _loads(payload):
-                child.queued.pop(completion.seq, None)
+            completions, seconds = _loads(payload)
+            for completion, runtime in zip(completions, seconds, strict=True):
+                job = child.queued.pop(completion.seq, None)
+                if job is not None:
+                    name = job.task_name
+                    average = runtimes.get(name, runtime)
+                    runtimes[name] = average + _RUNTIME_WEIGHT * (runtime - average)
                 done.append(completion)
         return done
 
