@@ -161,18 +161,23 @@ class Bench:
         return value
 
     def all(self, systems: list[str]) -> None:
+        # Scenario by scenario, every system in turn: this VM's speed drifts by 10-20 %
+        # within minutes, and the libraries are compared with each other, so each pair of
+        # measurements is taken as close together in time as possible.
         only = self.options.only
-        for system in systems:
-            if "enqueue" in only:
+        if "enqueue" in only:
+            for system in systems:
                 self.enqueue(system)
-            if "drain" in only:
-                self.drain(system)
+        if "drain" in only:
+            self.drain(systems)
+        for system in systems:
             if "latency" in only:
                 self.latency(system)
+        for system in systems:
             if "startup" in only:
                 self.startup(system)
-            if "profile" in only and system == "celeriac":
-                self.profile(system)
+        if "profile" in only and "celeriac" in systems:
+            self.profile("celeriac")
 
     def enqueue(self, system: str) -> None:
         count = self.count(system)
@@ -186,25 +191,32 @@ class Bench:
                 method=f"delay_many, batches of {batch}",
             )
 
-    def drain(self, system: str) -> None:
-        count, timeout = self.count(system), self.options.drain_timeout
+    def drain(self, systems: list[str]) -> None:
+        timeout = self.options.drain_timeout
         for results in (False, True):
-            # This VM's speed drifts by 10-20 % from one run to the next: each drain runs a
-            # few times, alternating nothing else, and the median run stands for it.
-            runs = [
-                self.run(
-                    system,
-                    "drain-run",
-                    lambda t, r=results: scenarios.drain(t, count, r, "prefork", 2, timeout),
-                    pool="prefork -c 2",
-                    results=results,
-                )
-                for _ in range(self.options.drain_runs)
-            ]
-            self.add_median_drain(system, results, runs)
-        if system == "celeriac":  # Celery's solo drain on SQLAlchemy takes minutes
+            # Each prefork drain runs a few times, the systems taking turns, and the median
+            # run stands for each.
+            runs: dict[str, list[Any]] = {system: [] for system in systems}
+            for _ in range(self.options.drain_runs):
+                for system in systems:
+                    count = self.count(system)
+                    runs[system].append(
+                        self.run(
+                            system,
+                            "drain-run",
+                            lambda t, c=count, r=results: scenarios.drain(
+                                t, c, r, "prefork", 2, timeout
+                            ),
+                            pool="prefork -c 2",
+                            results=results,
+                        )
+                    )
+            for system in systems:
+                self.add_median_drain(system, results, runs[system])
+        if "celeriac" in systems:  # Celery's solo drain on SQLAlchemy takes minutes
+            count = self.count("celeriac")
             self.run(
-                system,
+                "celeriac",
                 "drain",
                 lambda t: scenarios.drain(t, count, True, "solo", 1, timeout),
                 pool="solo",
