@@ -19,6 +19,7 @@ from celeriac.protocol.message import (
     decode_task_body,
     isoformat,
     new_task_id,
+    new_task_ids,
     parse_datetime,
     safe_repr,
     upgrade_v1,
@@ -315,11 +316,13 @@ def test_isoformat_and_parse_datetime() -> None:
 
 
 def test_new_task_ids_are_uuid4_strings() -> None:
-    ids = {new_task_id() for _ in range(200)}
-    assert len(ids) == 200
-    for task_id in list(ids)[:20]:
+    batch = new_task_ids(300)
+    ids = {new_task_id() for _ in range(200)} | set(batch)
+    assert len(batch) == 300 and len(ids) == 500
+    for task_id in [*list(ids)[:20], batch[0], batch[-1]]:
         parsed = uuid.UUID(task_id)
-        assert parsed.version == 4 and str(parsed) == task_id
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == task_id
+    assert new_task_ids(0) == []
 
 
 # -- result metadata

@@ -25,6 +25,7 @@ from celeriac.protocol.message import (
     decode_task_body,
     isoformat,
     new_task_id,
+    new_task_ids,
     parse_datetime,
 )
 from celeriac.transports.base import QueueSpec, Transport
@@ -173,8 +174,7 @@ class Publisher:
             parent_id = parent_id or parent.request.id
             root_id = root_id or parent.request.root_id
         built = []
-        for args, kwargs in calls:
-            task_id = new_task_id()
+        for task_id, (args, kwargs) in zip(new_task_ids(len(calls)), calls, strict=True):
             envelope = template.envelope(task_id, args or (), kwargs or {}, root_id, parent_id)
             envelope.exchange, envelope.routing_key = route.exchange, route.routing_key
             built.append((task_id, envelope, route))

@@ -360,6 +360,15 @@ def _v1_time(value: Any, utc: bool) -> Any:
 
 def new_task_id() -> str:
     """A random (version 4) UUID string, as Celery's task ids; about 3x faster than uuid4()."""
-    digits = os.urandom(16).hex()
+    return _uuid4_from_hex(os.urandom(16).hex())
+
+
+def new_task_ids(count: int) -> list[str]:
+    """``count`` task ids from one read of the random source (a batch of calls)."""
+    digits = os.urandom(16 * count).hex()
+    return [_uuid4_from_hex(digits[start : start + 32]) for start in range(0, 32 * count, 32)]
+
+
+def _uuid4_from_hex(digits: str) -> str:
     variant = "89ab"[int(digits[16], 16) & 3]
     return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
