@@ -121,3 +121,13 @@ def test_run_times_reported_by_a_child_make_its_task_type_quick() -> None:
     assert pool.wait(1.0) == completions
     assert pool.children[0].queued == {}
     assert pool._is_quick(_job(3, "t.add"))
+
+
+def test_a_message_cut_short_by_a_dying_child_is_dropped_not_waited_for() -> None:
+    pool, ends = _pool_with_idle_children(1)
+    pool.submit([_job(1, "t.add")])
+    whole = pickle.dumps(([Completion(1, "SUCCESS")], [0.0]))
+    ends[0].sock.sendall(len(whole).to_bytes(4, "big") + whole[:5])  # then it dies
+    ends[0].close()
+
+    assert pool._receive(pool.children[0]) == []

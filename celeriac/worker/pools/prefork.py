@@ -282,9 +282,24 @@ class PreforkPool:
             messages = child.pipe.receive()
         except OSError:
             return []
+        return self._completed(child, messages or ())
+
+    def _receive(self, child: _Child) -> list[Completion]:
+        """Every completion the child has sent (it has exited, or is stopping)."""
+        done: list[Completion] = []
+        with contextlib.suppress(OSError, ValueError):
+            while select.select([child.pipe], [], [], 0)[0]:
+                messages = child.pipe.receive()
+                if messages is None:
+                    break  # closed (a message cut short by the child's death is lost)
+                done.extend(self._completed(child, messages))
+        return done
+
+    def _completed(self, child: _Child, messages: Sequence[bytes]) -> list[Completion]:
+        """Completions from the child's messages; its jobs' run times are averaged in."""
         done: list[Completion] = []
         runtimes = self.runtimes
-        for payload in messages or ():
+        for payload in messages:
             completions, seconds = _loads(payload)
             for completion, runtime in zip(completions, seconds, strict=True):
                 job = child.queued.pop(completion.seq, None)
@@ -293,17 +308,6 @@ class PreforkPool:
                     average = runtimes.get(name, runtime)
                     runtimes[name] = average + _RUNTIME_WEIGHT * (runtime - average)
                 done.append(completion)
-        return done
-
-    def _receive(self, child: _Child) -> list[Completion]:
-        """Every completion the child has sent (it has exited, or is stopping)."""
-        done: list[Completion] = []
-        with contextlib.suppress(OSError, ValueError):
-            while select.select([child.pipe], [], [], 0)[0]:
-                received = self._receive_ready(child)
-                if not received and not child.pipe.buffer:
-                    break  # closed, or nothing more
-                done.extend(received)
         return done
 
     # -- upkeep
