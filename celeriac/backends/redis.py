@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -35,7 +34,7 @@ from celeriac import states
 from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
 from celeriac.backends.kv import GROUP_KEY_PREFIX, TASK_KEY_PREFIX, KeyValueBackend
 from celeriac.exceptions import ImproperlyConfigured, TimeoutError
-from celeriac.utils.rediswire import Wire
+from celeriac.utils.rediswire import PooledWire
 
 logger = logging.getLogger("celeriac.backends.redis")
 
@@ -205,12 +204,10 @@ class RedisBackend(KeyValueBackend):
             retry=Retry(NoBackoff(), 0),
         )
         self._client = redis.Redis(connection_pool=self._pool)
-        self._wire: Wire | None = None
+        #: The connection reads and writes go through (checked out once); each thread's
+        #: listener also keeps one: the pool is closed if this backend is dropped unclosed.
+        self._commands = PooledWire(self, self._pool)
         self._local = threading.local()
-        # Connections stay checked out (the wire, each thread's listener): should this
-        # backend be dropped unclosed inside a reference cycle, close them before the
-        # collector finalizes their sockets (which would warn of unclosed sockets).
-        weakref.finalize(self, self._pool.disconnect)
         self._prefix = key_prefix(extra)
         self._store_script = self._client.register_script(_STORE)
         self._chord_script = self._client.register_script(_CHORD_PART)
@@ -224,13 +221,6 @@ class RedisBackend(KeyValueBackend):
         return f"<RedisBackend {self.url!r}>"
 
     # -- the key-value primitives (keys come without the global prefix) -------------------
-
-    def _commands(self) -> Wire:
-        """The connection reads and writes go through (checked out once)."""
-        wire = self._wire
-        if wire is None:
-            wire = self._wire = Wire(self._pool.get_connection())
-        return wire
 
     def _read(self, keys: Sequence[str]) -> list[bytes | None]:
         prefixed = [self._prefix + key for key in keys]

@@ -16,6 +16,7 @@ A :class:`Wire` keeps its connection checked out of the pool for its whole life;
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,3 +75,23 @@ class Wire:
             # Nothing ran: every command failed alike. Load it and send them again.
             self.call("SCRIPT", "LOAD", script.script)
             return self.pipeline(commands)
+
+
+class PooledWire:
+    """The :class:`Wire` of an owner (a transport, a result backend), made on first use.
+
+    Its connection stays checked out of the owner's pool. Should the owner be dropped
+    unclosed inside a reference cycle, the pool's connections are closed before the
+    collector finalizes their sockets (which would warn of unclosed sockets).
+    """
+
+    def __init__(self, owner: object, pool: redis.ConnectionPool) -> None:
+        self._pool = pool
+        self._wire: Wire | None = None
+        weakref.finalize(owner, pool.disconnect)
+
+    def __call__(self) -> Wire:
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = Wire(self._pool.get_connection())
+        return wire

@@ -39,7 +39,6 @@ import logging
 import os
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -69,7 +68,7 @@ from celeriac.transports.redis.keyspace import (
     KeySpace,
     topic_pattern,
 )
-from celeriac.utils.rediswire import Wire
+from celeriac.utils.rediswire import PooledWire, Wire
 
 logger = logging.getLogger("celeriac.transports.redis")
 
@@ -115,11 +114,8 @@ class RedisTransport:
         self._pool = connection_pool(url, self.options)
         self._client = redis.Redis(connection_pool=self._pool)
         self._scripts = Scripts(self._client)
-        self._wire: Wire | None = None
-        # The wire's connection stays checked out: should this transport be dropped
-        # unclosed inside a reference cycle, close the pool's connections before the
-        # collector finalizes their sockets (which would warn of unclosed sockets).
-        weakref.finalize(self, self._pool.disconnect)
+        #: The connection publish, fetch and ack go through (checked out once).
+        self._commands = PooledWire(self, self._pool)
         self._keys = KeySpace.from_options(extra, database_of(self._pool))
         self.capabilities = Capabilities(
             priorities=self._keys.higher_first,
@@ -245,13 +241,6 @@ class RedisTransport:
         commands += [("PUBLISH", channel, data) for channel, data in channels]
         if commands:
             self._commands().pipeline(commands)
-
-    def _commands(self) -> Wire:
-        """The connection publish and ack commands go through (checked out once)."""
-        wire = self._wire
-        if wire is None:
-            wire = self._wire = Wire(self._pool.get_connection())
-        return wire
 
     def _read_bindings(self, exchanges: set[str]) -> dict[str, list[Binding]]:
         """The bindings of ``exchanges``; learns the type of exchanges not known yet."""
