@@ -24,6 +24,7 @@ HOT_MODULES = (
     "celeriac/transports/amqp/connection.py",
     "celeriac/transports/amqp/transport.py",
     "celeriac/transports/redis/envelope.py",
+    "celeriac/transports/redis/keyspace.py",
     "celeriac/utils/rediswire.py",
     "celeriac/worker/consumer.py",
     "celeriac/worker/pools/pipe.py",

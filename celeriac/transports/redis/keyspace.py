@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import bisect
 import functools
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.protocol.message import Envelope
 from celeriac.transports.base import binding_matches
+
+logger = logging.getLogger("celeriac.transports.redis")
 
 DEFAULT_SEPARATOR = "\x06\x16"
 DEFAULT_PRIORITY_STEPS = (0, 3, 6, 9)
@@ -184,3 +188,52 @@ class KeySpace:
 
     def held_key(self, holder: str) -> str:
         return f"{self.prefix}celeriac.held.{holder}"
+
+
+#: Values per ``LPUSH`` (a huge batch goes in several).
+_PUSH_CHUNK = 5000
+
+
+def publish_commands(
+    keys: KeySpace,
+    envelopes: Sequence[Envelope],
+    exchange_types: Mapping[str, str],
+    bindings: Mapping[str, Sequence[Binding]],
+    encode: Callable[[Envelope], bytes],
+    steps: Mapping[int, int],
+) -> list[tuple[Any, ...]]:
+    """The commands that publish ``envelopes``: one ``LPUSH`` per list, in batch order, and
+    a ``PUBLISH`` per message for a fanout exchange. ``steps`` maps priorities 0-9 to their
+    step (computed once); ``bindings`` holds those of every direct/topic exchange named."""
+    pushes: dict[str, list[bytes]] = {}
+    channels: list[tuple[str, bytes]] = []
+    for envelope in envelopes:
+        exchange = envelope.exchange
+        if exchange and exchange_types.get(exchange) == "fanout":
+            channels.append((keys.fanout_channel(exchange, envelope.routing_key), encode(envelope)))
+            continue
+        if not exchange:
+            targets = [envelope.routing_key] if envelope.routing_key else []
+        else:
+            targets = _route(bindings.get(exchange, ()), envelope.routing_key)
+        if not targets:
+            logger.debug("Redis: no queue for %r/%r", exchange, envelope.routing_key)
+            continue
+        data = encode(envelope)
+        priority = envelope.properties.get("priority")
+        step = steps.get(priority) if isinstance(priority, int) else None
+        if step is None:
+            step = keys.step_of(priority)
+        for queue in targets:
+            pushes.setdefault(keys.list_key(queue, step), []).append(data)
+    commands: list[tuple[Any, ...]] = [
+        ("LPUSH", list_key, *values[start : start + _PUSH_CHUNK])
+        for list_key, values in pushes.items()
+        for start in range(0, len(values), _PUSH_CHUNK)
+    ]
+    commands += [("PUBLISH", channel, data) for channel, data in channels]
+    return commands
+
+
+def _route(bindings: Sequence[Binding], routing_key: str) -> list[str]:
+    return list(dict.fromkeys(b.queue for b in bindings if b.matches(routing_key)))

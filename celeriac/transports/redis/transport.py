@@ -66,6 +66,7 @@ from celeriac.transports.redis.keyspace import (
     DEFAULT_FANOUT_EXCHANGES,
     Binding,
     KeySpace,
+    publish_commands,
     topic_pattern,
 )
 from celeriac.utils.rediswire import PooledWire, Wire
@@ -77,7 +78,6 @@ T = TypeVar("T")
 #: Longest single sleep of an empty fetch: a safety net should a wake-up ever be missed.
 _MAX_SLEEP = 1.0
 #: Values per LPUSH command, so a huge batch does not become one enormous command.
-_PUSH_CHUNK = 5000
 
 
 class _Consumer:
@@ -207,38 +207,9 @@ class RedisTransport:
         # Fanout exchanges need no binding table: they publish on a channel.
         named = {e.exchange for e in envelopes if e.exchange and types.get(e.exchange) != "fanout"}
         bindings = self._read_bindings(named) if named else {}
-        pushes: dict[str, list[bytes]] = {}
-        channels: list[tuple[str, bytes]] = []
-        keys = self._keys
-        encode = self._encoder
-        steps = self._steps
-        for envelope in envelopes:
-            exchange = envelope.exchange
-            if exchange and types.get(exchange) == "fanout":
-                channels.append(
-                    (keys.fanout_channel(exchange, envelope.routing_key), encode(envelope))
-                )
-                continue
-            if not exchange:
-                targets = [envelope.routing_key] if envelope.routing_key else []
-            else:
-                targets = _route(bindings.get(exchange, ()), envelope.routing_key)
-            if not targets:
-                logger.debug("Redis: no queue for %r/%r", exchange, envelope.routing_key)
-                continue
-            data = encode(envelope)
-            priority = envelope.properties.get("priority")
-            step = steps.get(priority) if isinstance(priority, int) else None
-            if step is None:
-                step = keys.step_of(priority)
-            for queue in targets:
-                pushes.setdefault(keys.list_key(queue, step), []).append(data)
-        commands: list[tuple[Any, ...]] = [
-            ("LPUSH", list_key, *values[start : start + _PUSH_CHUNK])
-            for list_key, values in pushes.items()
-            for start in range(0, len(values), _PUSH_CHUNK)
-        ]
-        commands += [("PUBLISH", channel, data) for channel, data in channels]
+        commands = publish_commands(
+            self._keys, envelopes, types, bindings, self._encoder, self._steps
+        )
         if commands:
             self._commands().pipeline(commands)
 
@@ -483,10 +454,6 @@ class RedisTransport:
         """After a lost connection: start again from fresh connections."""
         self._drop_consumer()
         self._pool.disconnect()  # the publish wire too: it reconnects on its next command
-
-
-def _route(bindings: Sequence[Binding], routing_key: str) -> list[str]:
-    return list(dict.fromkeys(b.queue for b in bindings if b.matches(routing_key)))
 
 
 def _is_fanout_tag(tag: Hashable) -> bool:
