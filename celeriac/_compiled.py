@@ -39,17 +39,14 @@ def warn_if_stale() -> None:
     for source in HOT_MODULES:
         path = os.path.join(_ROOT, source)
         try:
-            compiled = os.stat(path[: -len(".py")] + _SUFFIX).st_mtime
+            stale = os.stat(path).st_mtime > os.stat(path[: -len(".py")] + _SUFFIX).st_mtime
         except OSError:
-            continue  # not compiled: the source runs
-        try:
-            if os.stat(path).st_mtime > compiled:
-                warnings.warn(
-                    f"celeriac: {source} changed after it was compiled, and the compiled "
-                    "(old) version is what runs; rebuild with `pip install -e .` (or install "
-                    "with CELERIAC_COMPILE=0 for plain Python)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        except OSError:
-            continue
+            continue  # not compiled (or no source): what runs is what is there
+        if stale:
+            warnings.warn(
+                f"celeriac: {source} changed after it was compiled, and the compiled "
+                "(old) version is what runs; rebuild with `pip install -e .` (or install "
+                "with CELERIAC_COMPILE=0 for plain Python)",
+                RuntimeWarning,
+                stacklevel=2,
+            )

@@ -20,9 +20,8 @@ _CHUNK = 65536
 class MessagePipe:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        #: The start of a message not fully read yet.
         self.buffer = bytearray()
-        #: Size of the message being read, once its header is in (-1 before).
-        self.expected = -1
 
     @staticmethod
     def pair() -> tuple[MessagePipe, MessagePipe]:
@@ -38,30 +37,29 @@ class MessagePipe:
     def receive(self) -> list[bytes] | None:
         """The messages completed by one read (which waits only if nothing has arrived);
         ``None`` once the other end is closed."""
-        wanted = max(_CHUNK, self.expected + _HEADER.size - len(self.buffer))
+        buffer = self.buffer
+        wanted = _CHUNK
+        if len(buffer) >= _HEADER.size:  # a big message is partly in: ask for all the rest
+            wanted = max(_CHUNK, _HEADER.size + _HEADER.unpack_from(buffer)[0] - len(buffer))
         chunk = self.sock.recv(wanted)
         if not chunk:
             return None
-        if self.buffer:
-            self.buffer += chunk
-            data: bytes | bytearray = self.buffer
+        if buffer:
+            buffer += chunk
+            data: bytes | bytearray = buffer
         else:
             data = chunk
         messages = []
         offset, size = 0, len(data)
         while size - offset >= _HEADER.size:
-            length = _HEADER.unpack_from(data, offset)[0]
-            end = offset + _HEADER.size + length
+            end = offset + _HEADER.size + _HEADER.unpack_from(data, offset)[0]
             if end > size:
-                self.expected = length
                 break
             messages.append(bytes(data[offset + _HEADER.size : end]))
             offset = end
-        else:
-            self.expected = -1
         if offset < size:
             self.buffer = bytearray(data[offset:])
-        elif self.buffer:
+        elif buffer:
             self.buffer = bytearray()
         return messages
 
