@@ -3,7 +3,6 @@
 Switch from Celery by changing imports: ``from celeriac import Celery, shared_task``.
 """
 
-from celeriac._compiled import warn_if_stale
 from celeriac._state import current_app, current_task
 from celeriac.app.base import Celery, shared_task
 from celeriac.app.routing import Exchange, Queue
@@ -21,8 +20,6 @@ from celeriac.canvas import (
     xstarmap,
 )
 from celeriac.result import AsyncResult, EagerResult, GroupResult, ResultSet
-
-warn_if_stale()  # an edited source whose compiled module is older: say it is not what runs
 
 __version__ = "0.1.0"
 VERSION = (0, 1, 0)

@@ -1,17 +1,14 @@
-"""The modules compiled with mypyc at install time (``setup.py`` reads this list).
+"""The modules a wheel compiles with mypyc (``setup.py`` reads this list), and which did.
 
 They are the modules every task passes through: publish, decode, dispatch, execute, ack,
-store. An editable install builds them in place, next to their sources, and Python then
-prefers the compiled module: an edit to one of these sources has no effect until the next
-``pip install -e .``. :func:`warn_if_stale` says so at import, instead of letting an edit
-be silently ignored. ``CELERIAC_COMPILE=0 pip install -e .`` installs plain Python.
+store. A wheel built where mypyc and a C compiler work has them as C extensions; elsewhere,
+and in every editable install, they run as the plain Python they are written in.
 """
 
 from __future__ import annotations
 
 import importlib.machinery
 import os
-import warnings
 
 #: Not compiled: modules that read wire data through typed attributes (``task.request``'s
 #: Context, the Job tuple's fields in the task runner). A compiled module checks declared
@@ -31,22 +28,20 @@ HOT_MODULES = (
     "celeriac/worker/pools/prefork.py",
 )
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+
+def compiled() -> list[str]:
+    """The hot modules that import as compiled extensions here (Python prefers an extension
+    to the source beside it); found on disk, without importing them or their extras."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    return [
+        path
+        for path in HOT_MODULES
+        if any(os.path.exists(os.path.join(root, path[: -len(".py")] + s)) for s in suffixes)
+    ]
 
 
-def warn_if_stale() -> None:
-    for source in HOT_MODULES:
-        path = os.path.join(_ROOT, source)
-        try:
-            stale = os.stat(path).st_mtime > os.stat(path[: -len(".py")] + _SUFFIX).st_mtime
-        except OSError:
-            continue  # not compiled (or no source): what runs is what is there
-        if stale:
-            warnings.warn(
-                f"celeriac: {source} changed after it was compiled, and the compiled "
-                "(old) version is what runs; rebuild with `pip install -e .` (or install "
-                "with CELERIAC_COMPILE=0 for plain Python)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+def build_description() -> str:
+    """``compiled (11 of 11 hot modules)`` or ``plain Python``: what ``celeriac report`` says."""
+    done = compiled()
+    return f"compiled ({len(done)} of {len(HOT_MODULES)} hot modules)" if done else "plain Python"

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import celeriac
+from celeriac._compiled import HOT_MODULES, build_description, compiled
 from tests.support import WorkerProcess, write_project
+
+
+def pytest_report_header() -> str:
+    return f"celeriac: {build_description()}, from {os.path.dirname(celeriac.__file__)}"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """``CELERIAC_EXPECT_BUILD=plain|compiled`` (CI): refuse to test another build than meant."""
+    expected = os.environ.get("CELERIAC_EXPECT_BUILD")
+    found = {0: "plain", len(HOT_MODULES): "compiled"}.get(len(compiled()), "partly compiled")
+    if expected and expected != found:
+        raise pytest.UsageError(f"CELERIAC_EXPECT_BUILD={expected}, but this is {found}")
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import json
 
 import click
 
+import celeriac
+from celeriac._compiled import build_description
 from celeriac.cli.main import AppContext
 
 
@@ -59,8 +61,9 @@ def purge(ctx: AppContext, queues: str | None, force: bool) -> None:
 @click.command()
 @click.pass_obj
 def report(ctx: AppContext) -> None:
-    """Show the settings that differ from the defaults."""
+    """Show the build, the app and the settings that differ from the defaults."""
     app = ctx.app
+    click.echo(f"celeriac {celeriac.__version__}, {build_description()}")
     click.echo(f"app: {app.main} broker: {app.broker_url}")
     for name, value in app.conf.changes().items():
         click.echo(f"{name}: {value!r}")

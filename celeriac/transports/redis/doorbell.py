@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Iterator
 
 import redis
 
@@ -38,21 +39,22 @@ class Doorbell:
     """A Pub/Sub connection: list-change wake-ups and fanout messages."""
 
     def __init__(self, pool: redis.ConnectionPool, confirm_timeout: float) -> None:
-        self._pubsub = redis.Redis(connection_pool=pool).pubsub()  # type: ignore[no-untyped-call]
+        # redis-py's annotations differ between its versions: the ignores name both cases.
+        self._pubsub = redis.Redis(connection_pool=pool).pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         self._confirm_timeout = confirm_timeout
         # The id is asked before subscribing: afterwards the connection only takes
         # Pub/Sub commands.
-        self._pubsub.execute_command("CLIENT", "ID")
+        self._pubsub.execute_command("CLIENT", "ID")  # type: ignore[no-untyped-call, unused-ignore]
         connection = self._pubsub.connection
         assert connection is not None
-        self.client_id = int(connection.read_response())
+        self.client_id: int = int(connection.read_response())
         self._pubsub.subscribe(_INVALIDATE)
         self._await_confirmation("subscribe", _INVALIDATE)
         #: channel pattern → the local queues it feeds
         self._routes: dict[str, list[str]] = {}
         #: fanout queue → (envelope bytes, …) received and not fetched yet
         self.buffers: dict[str, collections.deque[bytes]] = {}
-        self._tags = itertools.count(1)
+        self._tags: Iterator[int] = itertools.count(1)
 
     def subscribe_fanout(self, pattern: str, queue: str) -> None:
         """Start buffering messages published on ``pattern`` for ``queue``."""
