@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import os
 import platform
 import sqlite3
@@ -19,12 +18,7 @@ _TEXT_COLUMNS = frozenset({"system", "API", "pool", "worker pool", "results", "c
 
 
 def machine_info() -> dict[str, str]:
-    def version(package: str) -> str:
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
-
+    """The machine and the checkout; what each system ran is added by the runner."""
     commit = subprocess.run(
         ["git", "-C", str(REPO_DIR), "describe", "--always", "--dirty"],
         capture_output=True,
@@ -35,14 +29,8 @@ def machine_info() -> dict[str, str]:
         "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
         "memory": _memory(),
         "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
-        "celeriac": f"{version('celeriac')} (git {commit or '?'})",
-        "celery": version("celery"),
-        "kombu": version("kombu"),
-        "billiard": version("billiard"),
-        "SQLAlchemy": version("SQLAlchemy"),
-        "redis-py": version("redis"),
+        "checkout": f"git {commit or '?'}",
     }
 
 

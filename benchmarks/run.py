@@ -5,6 +5,14 @@
     python benchmarks/run.py --broker redis://127.0.0.1:6379/14
     python benchmarks/run.py --broker amqp://guest:guest@127.0.0.1:5672//
 
+Systems: ``celeriac`` (the compiled build), ``celeriac-plain`` (the plain-Python build) and
+``celery``. Each runs its client and worker processes on its own interpreter and imports its
+library from there: ``--python celeriac=PATH,celeriac-plain=PATH`` (``benchmarks/builds.sh``
+makes both environments), this interpreter for a system not named. The report says which
+build each celeriac system ran, and the run stops if ``celeriac-plain`` is not plain, or a
+``celeriac`` given with ``--python`` is not compiled (without it, ``celeriac`` is whatever
+build this interpreter has).
+
 By default celeriac runs on its embedded SQLite broker and Celery on the closest embedded
 kombu transport (SQLAlchemy on SQLite; ``--celery-embedded filesystem`` for the other one).
 With ``--broker`` both run on the same network broker (a Redis database is flushed before
@@ -29,9 +37,11 @@ from typing import Any
 
 import scenarios
 from report import machine_info, markdown, save_profiles
-from targets import TargetFactory, compile_bytecode, importable, scheme
+from targets import LIBRARIES, TargetFactory, importable, library, probe, scheme
 
-SYSTEMS = ("celeriac", "celery")
+SYSTEMS = ("celeriac", "celery")  # the default; LIBRARIES has them all
+#: How ``celeriac._compiled.build_description()`` starts for the build a system stands for.
+BUILDS = {"celeriac": "compiled", "celeriac-plain": "plain"}
 SCENARIOS = ("enqueue", "drain", "latency", "startup", "profile")
 
 
@@ -40,7 +50,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--systems", default=",".join(SYSTEMS), help="comma-separated: celeriac,celery"
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated, in the order they take turns: {','.join(LIBRARIES)}",
+    )
+    parser.add_argument(
+        "--python",
+        default="",
+        help="each system's interpreter, e.g. celeriac=.venvs/compiled/bin/python,"
+        "celeriac-plain=.venvs/plain/bin/python (default: this one)",
     )
     parser.add_argument(
         "--only",
@@ -107,28 +125,63 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         options.profile_tasks = 300
     options.systems = [name for name in options.systems.split(",") if name]
     options.only = [name for name in options.only.split(",") if name]
+    # Not resolved: a venv's bin/python is a symlink, and the venv is where it points from.
+    options.python = {
+        name: os.path.abspath(path)
+        for name, _, path in (item.partition("=") for item in options.python.split(",") if item)
+    }
+    for name in [*options.systems, *options.python]:
+        if name not in LIBRARIES:
+            parser.error(f"unknown system {name!r}: choose from {', '.join(LIBRARIES)}")
     return options
 
 
-def available_systems(options: argparse.Namespace) -> list[str]:
-    """The libraries that can run on the chosen broker; a missing transport is skipped."""
+def available_systems(options: argparse.Namespace, factory: TargetFactory) -> list[str]:
+    """The systems that can run on the chosen broker; a missing transport is skipped."""
     chosen = []
     for system in options.systems:
-        if system == "celeriac" and options.broker:
+        if library(system) == "celeriac" and options.broker:
             kind = scheme(options.broker)
             module = "celeriac.transports." + ("redis" if kind.startswith("redis") else "amqp")
-            if not importable(module, system):
-                print(f"# skipping celeriac: {module} does not import yet", file=sys.stderr)
+            if not importable(module, system, factory.python(system)):
+                print(f"# skipping {system}: {module} does not import yet", file=sys.stderr)
                 continue
         chosen.append(system)
     return chosen
+
+
+def installs(options: argparse.Namespace, factory: TargetFactory) -> dict[str, str]:
+    """One report line per system: what its interpreter runs. Stops on a wrong build."""
+    lines = {}
+    for system in options.systems:
+        python = factory.python(system)
+        info = probe(system, python)
+        versions = ", ".join(f"{name} {version}" for name, version in info["versions"].items())
+        line = f"{versions}; Python {info['python']} `{python}`, library from `{info['from']}`"
+        if library(system) == "celeriac":
+            build = str(info["build"])
+            line = f"**{build}**, from {info['source']}; {line}"
+            # celeriac-plain names its build; celeriac does when --python gives its interpreter,
+            # else it is whatever build this one has (a development install is plain).
+            pinned = system in options.python or system != "celeriac"
+            if pinned and not build.startswith(BUILDS[system]):
+                raise SystemExit(
+                    f"{system} must be the {BUILDS[system]} build, but {python} has celeriac "
+                    f"{build} (from {info['from']}); benchmarks/builds.sh makes both builds"
+                )
+        lines[system] = line
+    return lines
 
 
 class Bench:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
         self.factory = TargetFactory(
-            options.broker, options.backend, options.celery_embedded, options.worker_args.split()
+            options.broker,
+            options.backend,
+            options.celery_embedded,
+            options.worker_args.split(),
+            options.python,
         )
         self.results: dict[str, Any] = {
             "machine": machine_info(),
@@ -137,7 +190,7 @@ class Bench:
         }
 
     def count(self, system: str) -> int:
-        return self.options.tasks if system == "celeriac" else self.options.celery_tasks
+        return self.options.tasks if library(system) == "celeriac" else self.options.celery_tasks
 
     def run(self, system: str, scenario: str, measure: Callable[..., Any], **labels: Any) -> Any:
         """Run one measurement on a fresh target; record and echo it."""
@@ -157,7 +210,7 @@ class Bench:
             "elapsed": time.monotonic() - started,
         }
         self.results["runs"].append(record)
-        print(f"# {system:8} {scenario:8} {labels} -> {short(value)}", file=sys.stderr, flush=True)
+        print(f"# {system:14} {scenario:8} {labels} -> {short(value)}", file=sys.stderr, flush=True)
         return value
 
     def all(self, systems: list[str]) -> None:
@@ -173,16 +226,18 @@ class Bench:
         for system in systems:
             if "latency" in only:
                 self.latency(system)
-        for system in systems:
-            if "startup" in only:
+        if "startup" in only and systems:
+            self.interpreter_startup(systems[0])
+            for system in systems:
                 self.startup(system)
-        if "profile" in only and "celeriac" in systems:
-            self.profile("celeriac")
+        for system in systems:
+            if "profile" in only and library(system) == "celeriac":
+                self.profile(system)
 
     def enqueue(self, system: str) -> None:
         count = self.count(system)
         self.run(system, "enqueue", lambda t: scenarios.enqueue(t, count, 1), method="delay()")
-        if system == "celeriac":
+        if library(system) == "celeriac":
             batch = self.options.batch
             self.run(
                 system,
@@ -213,15 +268,16 @@ class Bench:
                     )
             for system in systems:
                 self.add_median_drain(system, results, runs[system])
-        if "celeriac" in systems:  # Celery's solo drain on SQLAlchemy takes minutes
-            count = self.count("celeriac")
-            self.run(
-                "celeriac",
-                "drain",
-                lambda t: scenarios.drain(t, count, True, "solo", 1, timeout),
-                pool="solo",
-                results=True,
-            )
+        for system in systems:
+            if library(system) == "celeriac":  # Celery's solo drain on SQLAlchemy takes minutes
+                count = self.count(system)
+                self.run(
+                    system,
+                    "drain",
+                    lambda t, c=count: scenarios.drain(t, c, True, "solo", 1, timeout),
+                    pool="solo",
+                    results=True,
+                )
 
     def add_median_drain(self, system: str, results: bool, runs: list[Any]) -> None:
         finished = [run for run in runs if isinstance(run, dict) and "rate" in run]
@@ -241,14 +297,11 @@ class Bench:
         )
 
     def latency(self, system: str) -> None:
-        calls = (
-            self.options.latency_calls
-            if system == "celeriac"
-            else self.options.celery_latency_calls
-        )
-        warmup = self.options.warmup if system == "celeriac" else min(self.options.warmup, 3)
+        celeriac = library(system) == "celeriac"
+        calls = self.options.latency_calls if celeriac else self.options.celery_latency_calls
+        warmup = self.options.warmup if celeriac else min(self.options.warmup, 3)
         # Celery's round trips on the embedded transport take about a second each.
-        for pool in ("prefork", "solo") if system == "celeriac" else ("prefork",):
+        for pool in ("prefork", "solo") if celeriac else ("prefork",):
             self.run(
                 system,
                 "latency",
@@ -256,13 +309,15 @@ class Bench:
                 pool="prefork -c 2" if pool == "prefork" else "solo",
             )
 
+    def interpreter_startup(self, system: str) -> None:
+        """The floor under every worker's start-up: Python itself (``system``'s interpreter)."""
+        python = self.factory.python(system)
+        samples = [scenarios.interpreter_startup(python) for _ in range(self.options.startup_runs)]
+        self.add_startup("python -c pass", "(no worker)", samples)
+
     def startup(self, system: str) -> None:
-        runs = (
-            self.options.startup_runs if system == "celeriac" else self.options.celery_startup_runs
-        )
-        if system == self.options.systems[0]:  # the floor under both: Python itself
-            samples = [scenarios.interpreter_startup() for _ in range(runs)]
-            self.add_startup("python -c pass", "(no worker)", samples)
+        celeriac = library(system) == "celeriac"
+        runs = self.options.startup_runs if celeriac else self.options.celery_startup_runs
         for pool in ("prefork", "solo"):
             samples = [
                 self.run(
@@ -329,9 +384,9 @@ def main(argv: list[str] | None = None) -> None:
     options = parse_args(argv)
     out = options.out or Path(tempfile.mkdtemp(prefix="celeriac-bench-"))
     out.mkdir(parents=True, exist_ok=True)
-    compile_bytecode()
-    systems = available_systems(options)
     bench = Bench(options)
+    bench.results["machine"].update(installs(options, bench.factory))
+    systems = available_systems(options, bench.factory)
     bench.results["command"] = shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]])
     started = time.monotonic()
     load_before = os.getloadavg()

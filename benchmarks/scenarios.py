@@ -1,7 +1,8 @@
 """The measurements. Each takes a fresh :class:`~targets.Target` and returns plain numbers.
 
 Workers are real subprocesses started through the CLI (``python -m celeriac … worker`` or
-``python -m celery … worker``) and stopped with SIGTERM (warm shutdown).
+``python -m celery … worker``, on the system's own interpreter) and stopped with SIGTERM
+(warm shutdown).
 
 How a drain is timed without disturbing it: the queue is filled *before* the worker
 starts, with ``mark(first)``, ``count - 2`` no-ops and ``mark(last)``. The two ``mark``
@@ -26,14 +27,13 @@ import signal
 import sqlite3
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from procstat import broker_pids, children_of, cpu_seconds, tree_cpu
-from targets import BENCH_DIR, Target, python_env
+from targets import BENCH_DIR, Target, library, python_env
 
 POLL = 0.005
 
@@ -185,7 +185,7 @@ def drain(
 def stored_results(target: Target) -> int | None:
     """Successful results in the target's result store, when the benchmark can count them."""
     if target.results_db is not None:
-        table = "celeriac_taskmeta" if target.system == "celeriac" else "celery_taskmeta"
+        table = f"{library(target.system)}_taskmeta"
         try:
             with contextlib.closing(sqlite3.connect(target.results_db)) as conn:
                 (stored,) = conn.execute(
@@ -248,10 +248,10 @@ def startup(
     return ran_at - spawned
 
 
-def interpreter_startup() -> float:
-    """Seconds to start and end ``python -c pass`` here: the floor under any worker's start."""
+def interpreter_startup(python: str) -> float:
+    """Seconds to start and end ``python -c pass``: the floor under any worker's start."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], env=python_env(), check=True)
+    subprocess.run([python, "-c", "pass"], env=python_env(), check=True)
     return time.perf_counter() - started
 
 
@@ -277,7 +277,7 @@ def profile_worker(
     )
     output = target.workdir / "worker.prof"
     command = [
-        sys.executable,
+        target.python,
         str(BENCH_DIR / "cpu_profile.py"),
         str(output),
         *target.worker_command(pool, concurrency)[1:],

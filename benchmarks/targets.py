@@ -1,4 +1,8 @@
-"""Where a scenario runs: which library, which broker and result backend, a fresh state.
+"""Where a scenario runs: which system, which broker and result backend, a fresh state.
+
+A system is a library as one interpreter has it installed: ``celeriac`` and
+``celeriac-plain`` are the compiled and the plain-Python builds of celeriac (each from the
+environment of the interpreter given for it, ``--python``), ``celery`` is Celery.
 
 Embedded brokers get a new temporary directory per scenario (a new database file), so no
 scenario sees another's rows, indexes or WAL. A network broker (``--broker redis://…`` or
@@ -16,17 +20,27 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
+
+#: Every system the benchmark knows, and the library it imports.
+LIBRARIES = {"celeriac": "celeriac", "celeriac-plain": "celeriac", "celery": "celery"}
+
+
+def library(system: str) -> str:
+    """``celeriac`` for either celeriac build, ``celery`` for Celery."""
+    return LIBRARIES[system]
 
 
 @dataclass
 class Target:
     """One library on one broker and result backend, with a private scratch directory."""
 
-    system: str  # "celeriac" or "celery"
+    system: str  # a key of LIBRARIES
+    python: str  # the interpreter its client and worker processes run on
     broker: str
     backend: str
     workdir: Path
@@ -37,15 +51,11 @@ class Target:
     worker_args: list[str] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
-        env = python_env()
+        env = system_env(self.system)
         env.update(
-            BENCH_SYSTEM=self.system,
             BENCH_BROKER=self.broker,
             BENCH_BACKEND=self.backend,
             BENCH_BROKER_OPTIONS=json.dumps(self.broker_options),
-            PYTHONPATH=os.pathsep.join(
-                [str(BENCH_DIR), str(REPO_DIR), env.get("PYTHONPATH", "")]
-            ).rstrip(os.pathsep),
         )
         return env
 
@@ -60,7 +70,7 @@ class Target:
     def client(self, *args: str, timeout: float = 600) -> dict[str, object]:
         """Run one ``client.py`` action for this target; return its JSON answer."""
         completed = subprocess.run(
-            [sys.executable, str(BENCH_DIR / "client.py"), *args],
+            [self.python, str(BENCH_DIR / "client.py"), *args],
             env=self.env(),
             cwd=self.workdir,
             capture_output=True,
@@ -75,9 +85,9 @@ class Target:
         return answer
 
     def worker_command(self, pool: str, concurrency: int) -> list[str]:
-        if self.system == "celeriac":
+        if library(self.system) == "celeriac":
             return [
-                sys.executable,
+                self.python,
                 "-m",
                 "celeriac",
                 "-A",
@@ -93,7 +103,7 @@ class Target:
                 *self.worker_args,
             ]
         return [
-            sys.executable,
+            self.python,
             "-m",
             "celery",
             "-A",
@@ -121,7 +131,9 @@ class TargetFactory:
         backend: str | None,
         celery_embedded: str,
         worker_args: list[str] | None = None,
+        pythons: dict[str, str] | None = None,
     ) -> None:
+        self.pythons = pythons or {}
         self.broker = broker
         self.backend = backend
         self.celery_embedded = celery_embedded
@@ -131,11 +143,15 @@ class TargetFactory:
     def broker_label(self) -> str:
         return scheme(self.broker) if self.broker else "embedded"
 
+    def python(self, system: str) -> str:
+        """The interpreter ``system`` runs on: the one ``--python`` gave, or this one."""
+        return self.pythons.get(system, sys.executable)
+
     def describe(self, system: str) -> str:
         """Human-readable broker / backend for the report."""
         if self.broker:
             broker = f"{scheme(self.broker)} ({_without_password(self.broker)})"
-        elif system == "celeriac":
+        elif library(system) == "celeriac":
             broker = "celeriac SQLite (`sqlite:///…`)"
         elif self.celery_embedded == "filesystem":
             broker = "kombu filesystem (`filesystem://`)"
@@ -162,6 +178,7 @@ class TargetFactory:
             backend = self.broker  # Redis for both; emptied with the broker's database
         target = Target(
             system,
+            self.python(system),
             "",
             backend,
             workdir,
@@ -171,7 +188,7 @@ class TargetFactory:
         if self.broker:
             target.broker = self.broker
             self._empty_shared_broker(target)
-        elif system == "celeriac":
+        elif library(system) == "celeriac":
             target.broker = f"sqlite:///{workdir / 'broker.db'}"
         elif self.celery_embedded == "filesystem":
             queue_dir = workdir / "queue"
@@ -205,6 +222,18 @@ class TargetFactory:
             redis.Redis.from_url(target.backend).flushdb()
 
 
+def system_env(system: str) -> dict[str, str]:
+    """The environment of ``system``'s processes: the library comes from the interpreter's own
+    installation, never from the checkout (that would be the plain sources whatever the
+    build), and only the benchmark's modules are added to the path."""
+    env = python_env()
+    env.update(
+        BENCH_SYSTEM=system,
+        PYTHONPATH=os.pathsep.join([str(BENCH_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
+    return env
+
+
 def python_env() -> dict[str, str]:
     """This environment, but Python may use and write cached bytecode, as an install does.
 
@@ -216,13 +245,63 @@ def python_env() -> dict[str, str]:
     return env
 
 
-def compile_bytecode() -> None:
-    """Compile celeriac and the benchmark modules once, as ``pip install`` does."""
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO_DIR / "celeriac"), str(BENCH_DIR)],
-        env=python_env(),
-        check=True,
+#: Run by each system's interpreter, in its environment: what it imports, and from where.
+#: It also compiles the bytecode of the benchmark modules and of an editable (in-checkout)
+#: celeriac once, as ``pip install`` does for an installed package.
+_PROBE = """
+import compileall, importlib.metadata, json, os, platform, sys
+library = sys.argv[1]
+module = __import__(library)
+where = os.path.dirname(module.__file__)
+compileall.compile_dir(where, quiet=1)
+compileall.compile_dir(sys.argv[2], quiet=1)
+info = {"python": platform.python_version(), "from": where, "versions": {}}
+for name in sys.argv[3:]:
+    try:
+        info["versions"][name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        info["versions"][name] = "not installed"
+if library == "celeriac":
+    from celeriac._compiled import build_description
+    info["build"] = build_description()
+    url = importlib.metadata.distribution("celeriac").read_text("direct_url.json")
+    url = json.loads(url or "{}")
+    commit = url.get("vcs_info", {}).get("commit_id")
+    editable = url.get("dir_info", {}).get("editable")
+    info["source"] = (
+        f"commit {commit[:7]}" if commit else "an editable install" if editable else "?"
     )
+print(json.dumps(info))
+"""
+#: The versions the report gives, per library.
+_PACKAGES = {
+    "celeriac": ("celeriac", "redis", "pika"),
+    "celery": ("celery", "kombu", "billiard", "SQLAlchemy", "redis"),
+}
+
+
+def probe(system: str, python: str) -> dict[str, Any]:
+    """What ``system`` runs on ``python``: versions, where the library is, celeriac's build.
+
+    Run from a scratch directory, like the benchmark's processes: from the repository root,
+    ``python -c`` would import the checkout's ``celeriac`` instead of the installed one.
+    """
+    name = library(system)
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as scratch:
+        completed = subprocess.run(
+            [python, "-c", _PROBE, name, str(BENCH_DIR), *_PACKAGES[name]],
+            env=system_env(system),
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+        )
+    if completed.returncode != 0:
+        raise SystemExit(
+            f"{system}: {python} cannot import {name} (benchmarks/builds.sh makes "
+            f"environments that can):\n{completed.stderr[-2000:]}"
+        )
+    info: dict[str, Any] = json.loads(completed.stdout)
+    return info
 
 
 def scheme(url: str) -> str:
@@ -236,11 +315,13 @@ def _without_password(url: str) -> str:
     return url
 
 
-def importable(module: str, system: str) -> bool:
+def importable(module: str, system: str, python: str) -> bool:
     """Whether ``module`` imports in a fresh interpreter (a transport still being written)."""
-    probe = subprocess.run(
-        [sys.executable, "-c", f"import {module}"],
-        capture_output=True,
-        env={**os.environ, "BENCH_SYSTEM": system},
-    )
-    return probe.returncode == 0
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as scratch:
+        completed = subprocess.run(
+            [python, "-c", f"import {module}"],
+            capture_output=True,
+            env=system_env(system),
+            cwd=scratch,
+        )
+    return completed.returncode == 0
