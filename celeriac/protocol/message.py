@@ -12,6 +12,11 @@ move envelopes; this module knows what a *task* envelope contains:
 
 Protocol v1 bodies (a dict with ``task`` and ``id`` and no ``task`` header) are accepted
 and converted, so very old producers still work.
+
+The decoders here raise :class:`~celeriac.exceptions.DecodeError` (or its subclass
+:class:`~celeriac.exceptions.InvalidMessageError`) for anything they cannot read, and
+:class:`~celeriac.exceptions.ContentDisallowed` for a content type not accepted; they are
+bounded by :class:`~celeriac.protocol.limits.Limits`.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from celeriac.exceptions import InvalidMessageError
+from celeriac.exceptions import DecodeError, InvalidMessageError
 from celeriac.protocol import compression, serializers
+from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 
 EMPTY_EMBED: dict[str, Any] = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -83,18 +89,20 @@ def isoformat(value: dt.datetime | None) -> str | None:
 
 
 def parse_datetime(value: Any) -> dt.datetime | None:
-    """Parse a header timestamp; naive values are UTC."""
+    """Parse a header timestamp (ISO-8601 text or seconds since the epoch); naive values
+    are UTC. Raises :class:`~celeriac.exceptions.InvalidMessageError` for anything else,
+    including times out of the range of ``datetime``."""
     if value is None or value == "":
         return None
-    if isinstance(value, dt.datetime):
-        parsed = value
-    elif isinstance(value, int | float):
-        parsed = dt.datetime.fromtimestamp(value, dt.UTC)
-    else:
-        try:
+    try:
+        if isinstance(value, dt.datetime):
+            parsed = value
+        elif isinstance(value, int | float):
+            parsed = dt.datetime.fromtimestamp(value, dt.UTC)
+        else:
             parsed = dt.datetime.fromisoformat(str(value))
-        except ValueError as exc:
-            raise InvalidMessageError(f"bad timestamp {value!r}: {exc}") from exc
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidMessageError(f"bad timestamp {value!r:.100}: {exc}") from exc
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
@@ -264,13 +272,18 @@ def check_task_headers(headers: Mapping[str, Any], body_hint: str = "") -> None:
             )
 
 
-def decode_task_body(envelope: Envelope, accept: frozenset[str] | None) -> TaskBody:
-    """Decompress and deserialize a v2 body into args, kwargs and the embedded workflow."""
-    body = envelope.body
-    compressed_with = envelope.headers.get("compression")
-    if compressed_with:
-        body = compression.decompress(body, compressed_with)
-    payload = serializers.loads(body, envelope.content_type, accept)
+def decode_task_body(
+    envelope: Envelope, accept: frozenset[str] | None, *, limits: Limits = DEFAULT_LIMITS
+) -> TaskBody:
+    """Decompress and deserialize a v2 body into args, kwargs and the embedded workflow.
+
+    Raises :class:`~celeriac.exceptions.ContentDisallowed` for a content type not in
+    ``accept``, :class:`~celeriac.exceptions.DecodeError` for a body that cannot be read
+    or is over a limit, and :class:`~celeriac.exceptions.InvalidMessageError` for one that
+    is not ``[args, kwargs, embed]`` with the types the worker reads (see
+    :func:`check_embed`).
+    """
+    payload = _read_body(envelope, accept, limits)
     if isinstance(payload, dict):  # protocol v1 body that slipped through
         return _v1_body(payload)
     try:
@@ -279,14 +292,88 @@ def decode_task_body(envelope: Envelope, accept: frozenset[str] | None) -> TaskB
         raise InvalidMessageError(
             f"body is not [args, kwargs, embed]: {serializers_repr(payload)}"
         ) from exc
-    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
-        raise InvalidMessageError(
-            f"body args must be a list and kwargs an object, not {type(args).__name__} "
-            f"and {type(kwargs).__name__}"
-        )
-    if embed is not None and not isinstance(embed, dict):
+    if (
+        not isinstance(args, (list, tuple))  # a tuple of types: faster than a union here
+        or not isinstance(kwargs, dict)
+        or (kwargs and not _STR.issuperset(map(type, kwargs)))  # keys are argument names
+    ):
+        raise _bad_arguments(args, kwargs)
+    if embed is None:
+        return TaskBody(list(args), kwargs, dict(EMPTY_EMBED))
+    if not isinstance(embed, dict):
         raise InvalidMessageError(f"body embed must be an object, not {type(embed).__name__}")
+    if embed != EMPTY_EMBED:  # a workflow (the comparison is the cheap way to tell)
+        check_embed(embed)
     return TaskBody(list(args), kwargs, embed or dict(EMPTY_EMBED))
+
+
+def _read_body(envelope: Envelope, accept: frozenset[str] | None, limits: Limits) -> Any:
+    body = envelope.body
+    if len(body) > limits.max_message_bytes:
+        raise DecodeError(
+            f"body of {len(body)} bytes is over max_message_bytes={limits.max_message_bytes}"
+        )
+    compressed_with = envelope.headers.get("compression")
+    if compressed_with:
+        body = compression.decompress(body, compressed_with, limits=limits)
+    return serializers.loads(body, envelope.content_type, accept, limits=limits)
+
+
+_STR = frozenset({str})
+
+
+def _bad_arguments(args: Any, kwargs: Any) -> InvalidMessageError:
+    if isinstance(args, list | tuple) and isinstance(kwargs, dict):
+        return InvalidMessageError("body kwargs must have text keys (argument names)")
+    return InvalidMessageError(
+        f"body args must be a list and kwargs an object, not {type(args).__name__} "
+        f"and {type(kwargs).__name__}"
+    )
+
+
+def check_embed(embed: Mapping[str, Any]) -> None:
+    """Raise :class:`~celeriac.exceptions.InvalidMessageError` unless the workflow in a
+    body's embed has the shape the worker reads: ``callbacks``, ``errbacks`` and ``chain``
+    null or lists of signatures, ``chord`` null or one signature.
+
+    A signature is an object with a text ``task`` and, when present, a list ``args`` and
+    objects ``kwargs`` and ``options``; what a group or chord keeps inside its ``kwargs``
+    is read (and checked) by canvas when the workflow moves on.
+    """
+    for name in ("callbacks", "errbacks", "chain"):
+        signatures = embed.get(name)
+        if signatures is None:
+            continue
+        if not isinstance(signatures, list | tuple):
+            raise InvalidMessageError(
+                f"embed {name} must be a list of signatures, not {type(signatures).__name__}"
+            )
+        for signature in signatures:
+            _check_signature(signature, name)
+    chord = embed.get("chord")
+    if chord is not None:
+        _check_signature(chord, "chord")
+
+
+_SIGNATURE_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("args", (list, tuple)),
+    ("kwargs", dict),
+    ("options", dict),
+)
+
+
+def _check_signature(signature: Any, where: str) -> None:
+    if not isinstance(signature, dict) or not isinstance(signature.get("task"), str):
+        raise InvalidMessageError(
+            f"embed {where}: a signature is an object with a task name, "
+            f"not {safe_repr(signature, 100)}"
+        )
+    for name, kinds in _SIGNATURE_FIELDS:
+        value = signature.get(name)
+        if value is not None and not isinstance(value, kinds):
+            raise InvalidMessageError(
+                f"embed {where}: signature {name} of type {type(value).__name__}"
+            )
 
 
 def serializers_repr(value: Any) -> str:
@@ -294,36 +381,46 @@ def serializers_repr(value: Any) -> str:
 
 
 def _v1_body(payload: dict[str, Any]) -> TaskBody:
-    return TaskBody(
-        list(payload.get("args") or ()),
-        dict(payload.get("kwargs") or {}),
-        {
-            "callbacks": payload.get("callbacks"),
-            "errbacks": payload.get("errbacks"),
-            "chain": None,
-            "chord": payload.get("chord"),
-        },
-    )
+    args = payload.get("args") or ()
+    kwargs = payload.get("kwargs") or {}
+    if (
+        not isinstance(args, list | tuple)
+        or not isinstance(kwargs, dict)
+        or not _STR.issuperset(map(type, kwargs))
+    ):
+        raise _bad_arguments(args, kwargs)
+    embed = {
+        "callbacks": payload.get("callbacks"),
+        "errbacks": payload.get("errbacks"),
+        "chain": None,
+        "chord": payload.get("chord"),
+    }
+    check_embed(embed)
+    return TaskBody(list(args), dict(kwargs), embed)
 
 
-def upgrade_v1(envelope: Envelope, accept: frozenset[str] | None) -> Envelope:
+def upgrade_v1(
+    envelope: Envelope, accept: frozenset[str] | None, *, limits: Limits = DEFAULT_LIMITS
+) -> Envelope:
     """Give a protocol v1 message (no ``task`` header) the v2 headers, in place.
 
     A v1 body is a dict holding the task, its id and options. Its ``timelimit`` is already
-    ``(hard, soft)``, as in v2; times are local when its ``utc`` flag is false.
+    ``(hard, soft)``, as in v2; times are local when its ``utc`` flag is false. Raises
+    :class:`~celeriac.exceptions.ContentDisallowed` for a content type not in ``accept``,
+    :class:`~celeriac.exceptions.DecodeError` for a body that cannot be read or is over a
+    limit, and :class:`~celeriac.exceptions.InvalidMessageError` for a body that is not a
+    v1 task.
     """
     if "task" in envelope.headers:
         return envelope
-    body = envelope.body
-    compressed_with = envelope.headers.get("compression")
-    if compressed_with:
-        body = compression.decompress(body, compressed_with)
-    payload = serializers.loads(body, envelope.content_type, accept)
+    payload = _read_body(envelope, accept, limits)
     if not isinstance(payload, dict) or "task" not in payload or "id" not in payload:
         raise InvalidMessageError(
             "message has no 'task' header and its body is not a protocol v1 task"
         )
     timelimit = payload.get("timelimit") or (None, None)
+    if not isinstance(timelimit, list | tuple) or len(timelimit) != 2:
+        raise InvalidMessageError(f"v1 timelimit is not [hard, soft]: {safe_repr(timelimit, 100)}")
     utc = payload.get("utc", True)
     envelope.headers.update(
         {
@@ -347,15 +444,15 @@ def upgrade_v1(envelope: Envelope, accept: frozenset[str] | None) -> Envelope:
     return envelope
 
 
-def _v1_time(value: Any, utc: bool) -> Any:
+def _v1_time(value: Any, utc: Any) -> Any:
     # A naive v1 time with ``utc: false`` is the producer's local time: make it explicit.
     if utc or not isinstance(value, str):
         return value
     try:
         parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
+        return parsed.astimezone().isoformat() if parsed.tzinfo is None else value
+    except (ValueError, OverflowError, OSError):  # not a time, or out of range locally
         return value
-    return parsed.astimezone().isoformat() if parsed.tzinfo is None else value
 
 
 def new_task_id() -> str:

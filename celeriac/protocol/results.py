@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from celeriac import exceptions, states
+from celeriac.protocol import serializers
+from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 from celeriac.protocol.serializers import json_dumps
 
 #: celeriac's own exceptions are stored under Celery's module name, so Celery peers
@@ -58,6 +60,27 @@ def build_meta(
     if extra:
         meta.update(extra)
     return meta
+
+
+def loads_result(
+    data: bytes,
+    content_type: str,
+    accept: frozenset[str] | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Any:
+    """A stored value (a task's meta, a group's saved result) as a result backend reads it.
+
+    Raises :class:`~celeriac.exceptions.ContentDisallowed` for a content type not in
+    ``accept``, and :class:`~celeriac.exceptions.DecodeError` for data over
+    ``limits.max_result_bytes``, data the serializer cannot read and nesting deeper than
+    ``limits.max_depth``.
+    """
+    if len(data) > limits.max_result_bytes:
+        raise exceptions.DecodeError(
+            f"stored result of {len(data)} bytes is over max_result_bytes={limits.max_result_bytes}"
+        )
+    return serializers.loads(data, content_type, accept, limits=limits)
 
 
 def exception_to_dict(exc: BaseException) -> dict[str, Any]:

@@ -3,6 +3,11 @@
 A serializer is found by its short name (``json``) or its MIME type
 (``application/json``). ``accept_content`` is turned once into a set of MIME types, so the
 worker's per-message check is a set lookup.
+
+Reading is bounded by :class:`~celeriac.protocol.limits.Limits`: :func:`loads` refuses a
+body over ``max_message_bytes``, and the readers that walk a value recursively (Python's
+json, PyYAML, a depth check after msgpack) refuse nesting deeper than ``max_depth``. orjson,
+the usual reader, refuses nesting deeper than 1024 itself, so the common case costs nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import datetime as dt
 import decimal
 import json
 import pickle
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +26,7 @@ from typing import Any
 import orjson
 
 from celeriac.exceptions import ContentDisallowed, DecodeError
+from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +36,9 @@ class Serializer:
     content_encoding: str
     dumps: Callable[[Any], bytes]
     loads: Callable[[bytes], Any]
+    #: ``loads`` with the limits to honour (the built-in serializers have one). Without
+    #: it, :func:`loads` bounds only the size of what a registered serializer reads.
+    bounded_loads: Callable[[bytes, Limits], Any] | None = None
 
 
 # -- json: kombu's tagged-object dialect -------------------------------------------------
@@ -141,18 +151,34 @@ _UNTAG: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _untag(value: Any) -> Any:
+def _untag(value: Any, levels: int, max_depth: int) -> Any:
+    """``value`` with kombu's tags turned back into objects; ``levels`` is how many levels
+    of lists and objects it may still hold (the walk recurses)."""
     if isinstance(value, dict):
+        if levels <= 0:
+            raise _too_deep("JSON", max_depth)
         if len(value) == 2 and "__type__" in value and "__value__" in value:
-            type_name = value["__type__"]
-            try:
-                return _UNTAG[type_name](value["__value__"])
-            except KeyError:
-                raise DecodeError(f"unknown JSON type tag {type_name!r}") from None
-        return {key: _untag(item) for key, item in value.items()}
+            return _untag_value(value["__type__"], value["__value__"])
+        return {key: _untag(item, levels - 1, max_depth) for key, item in value.items()}
     if isinstance(value, list):
-        return [_untag(item) for item in value]
+        if levels <= 0:
+            raise _too_deep("JSON", max_depth)
+        return [_untag(item, levels - 1, max_depth) for item in value]
     return value
+
+
+def _untag_value(type_name: Any, value: Any) -> Any:
+    convert = _UNTAG.get(type_name) if isinstance(type_name, str) else None
+    if convert is None:
+        raise DecodeError(f"unknown JSON type tag {type_name!r:.100}")
+    try:
+        return convert(value)
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
+        raise DecodeError(f"bad {type_name} value in JSON: {exc}") from exc
+
+
+def _too_deep(what: str, max_depth: int) -> DecodeError:
+    return DecodeError(f"{what} nested deeper than max_depth={max_depth}")
 
 
 #: orjson holds integers in 64 bits: it refuses to write bigger ones and reads them as
@@ -197,19 +223,107 @@ def _plain_body(value: tuple[Any, ...]) -> bool:
     )
 
 
-def json_loads(data: bytes | str) -> Any:
+def json_loads(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """A JSON document as kombu's json reads it: its tags turned back into objects.
+
+    Raises :class:`~celeriac.exceptions.DecodeError` for text that is not JSON, an unknown
+    tag or a bad tagged value, and nesting deeper than orjson's 1024 levels or, where
+    Python walks the document (Python's json, tags), than ``limits.max_depth``.
+    """
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
-        value = json.loads(data)  # NaN/Infinity, or not JSON at all: json says which
+        # NaN/Infinity, nested deeper than orjson reads, or not JSON at all: json says which
+        value = json_loads_exact(data, limits)
+    except MemoryError as exc:
+        raise DecodeError(f"JSON too large to read: {exc}") from exc
     else:
         if _may_hold_long_int(data):
-            value = json.loads(data)
+            value = json_loads_exact(data, limits)
     # Walk the value only when a tag can be in it: most messages have none.
     marker: bytes | str = b"__type__" if isinstance(data, bytes | bytearray) else "__type__"
     if marker in data:  # type: ignore[operator]
-        return _untag(value)
+        return _untag(value, limits.max_depth, limits.max_depth)
     return value
+
+
+def json_parse(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, bool]:
+    """JSON text as plain values (tags are left as the objects they are), and whether
+    orjson read it: when it did not, only Python's json writes the value back as it was
+    (integers beyond 64 bits, NaN). Raises :class:`~celeriac.exceptions.DecodeError`."""
+    try:
+        value = orjson.loads(data)
+    except (orjson.JSONDecodeError, MemoryError):
+        return json_loads_exact(data, limits), False
+    if _may_hold_long_int(data):
+        return json_loads_exact(data, limits), False
+    return value, True
+
+
+def json_loads_exact(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """JSON read by Python's json, as kombu reads it: integers of any size, NaN and
+    Infinity; tags are left as they are.
+
+    Raises :class:`~celeriac.exceptions.DecodeError` for text that is not JSON and for
+    nesting deeper than ``limits.max_depth`` (checked on the text before json recurses).
+    """
+    try:
+        if isinstance(data, str):
+            text = data
+        else:
+            raw = bytes(data)
+            text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json does
+        if _json_nesting_exceeds(text, limits.max_depth):
+            raise _too_deep("JSON", limits.max_depth)
+        return json.loads(text)
+    except (ValueError, RecursionError, MemoryError) as exc:  # JSONDecodeError is a ValueError
+        raise DecodeError(f"not valid JSON: {exc}") from exc
+
+
+#: A JSON string, closed or running to the end of the text: brackets in it do not nest.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _json_nesting_exceeds(text: str, max_depth: int) -> bool:
+    """Whether the arrays and objects of JSON ``text`` nest deeper than ``max_depth``
+    (text that is not JSON is left for the parser to refuse)."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) <= max_depth:
+        return False  # too few brackets to get that deep
+    depth = 0
+    for char in brackets:
+        if char == "[" or char == "{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+_NESTING = (list, dict, tuple)
+
+
+def nesting_exceeds(value: Any, max_depth: int) -> bool:
+    """Whether the lists, tuples and dicts of a decoded ``value`` nest deeper than
+    ``max_depth`` (a list of scalars is 1 level). One pass without recursion; a container
+    of scalars alone, the usual case, is checked in one call in C."""
+    if type(value) not in _NESTING:
+        return False
+    plain = _PLAIN
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        items = current.values() if type(current) is dict else current
+        if plain.issuperset(map(type, items)):
+            continue
+        for item in items:
+            if type(item) in _NESTING:
+                stack.append((item, depth + 1))
+    return False
 
 
 # -- the others, imported on first use so that their packages stay optional --------------
@@ -221,10 +335,18 @@ def _msgpack_dumps(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)
 
 
-def _msgpack_loads(data: bytes) -> Any:
+def _msgpack_loads(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """msgpack as kombu reads it. Raises :class:`~celeriac.exceptions.DecodeError` for
+    bytes that are not msgpack and for nesting deeper than ``limits.max_depth``."""
     import msgpack
 
-    return msgpack.unpackb(data, raw=False)
+    try:
+        value = msgpack.unpackb(data, raw=False)
+    except Exception as exc:  # msgpack's errors share no base class but Exception
+        raise DecodeError(f"not valid msgpack: {exc}") from exc
+    if nesting_exceeds(value, limits.max_depth):
+        raise _too_deep("msgpack", limits.max_depth)
+    return value
 
 
 def _yaml_dumps(value: Any) -> bytes:
@@ -233,10 +355,13 @@ def _yaml_dumps(value: Any) -> bytes:
     return yaml.safe_dump(value).encode("utf-8")
 
 
-def _yaml_loads(data: bytes) -> Any:
-    import yaml
+def _yaml_loads(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """YAML as ``yaml.safe_load`` reads it. Raises :class:`~celeriac.exceptions.DecodeError`
+    for bytes that are not one YAML document and for nesting deeper than
+    ``limits.max_depth``."""
+    from celeriac.protocol import yamlload
 
-    return yaml.safe_load(data)
+    return yamlload.load(data, limits.max_depth)
 
 
 def _pickle_dumps(value: Any) -> bytes:
@@ -244,7 +369,13 @@ def _pickle_dumps(value: Any) -> bytes:
 
 
 def _pickle_loads(data: bytes) -> Any:
-    return pickle.loads(data)
+    """Unpickle. Raises :class:`~celeriac.exceptions.DecodeError` for bytes that are not a
+    pickle. Unpickling runs whatever code the pickle names, so it is bounded by nothing but
+    trust: accept it only from producers you trust (``accept_content``)."""
+    try:
+        return pickle.loads(data)
+    except Exception as exc:  # anything the named code raises, as well as pickle's errors
+        raise DecodeError(f"not a valid pickle: {exc}") from exc
 
 
 _BY_NAME: dict[str, Serializer] = {}
@@ -257,9 +388,18 @@ def register(serializer: Serializer) -> None:
     _BY_CONTENT_TYPE[serializer.content_type] = serializer
 
 
-register(Serializer("json", "application/json", "utf-8", json_dumps, json_loads))
-register(Serializer("msgpack", "application/x-msgpack", "binary", _msgpack_dumps, _msgpack_loads))
-register(Serializer("yaml", "application/x-yaml", "utf-8", _yaml_dumps, _yaml_loads))
+register(Serializer("json", "application/json", "utf-8", json_dumps, json_loads, json_loads))
+register(
+    Serializer(
+        "msgpack",
+        "application/x-msgpack",
+        "binary",
+        _msgpack_dumps,
+        _msgpack_loads,
+        _msgpack_loads,
+    )
+)
+register(Serializer("yaml", "application/x-yaml", "utf-8", _yaml_dumps, _yaml_loads, _yaml_loads))
 register(
     Serializer("pickle", "application/x-python-serialize", "binary", _pickle_dumps, _pickle_loads)
 )
@@ -285,8 +425,20 @@ def dumps(value: Any, serializer: str = "json") -> tuple[str, str, bytes]:
     return found.content_type, found.content_encoding, found.dumps(value)
 
 
-def loads(data: bytes, content_type: str, accept: frozenset[str] | None = None) -> Any:
-    """Deserialize ``data``; refuse content types not in ``accept`` (``None`` accepts all)."""
+def loads(
+    data: bytes,
+    content_type: str,
+    accept: frozenset[str] | None = None,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Any:
+    """Deserialize ``data``; refuse content types not in ``accept`` (``None`` accepts all).
+
+    Raises :class:`~celeriac.exceptions.ContentDisallowed` for a content type that is not
+    accepted or has no serializer, and :class:`~celeriac.exceptions.DecodeError` for data
+    the serializer cannot read and for nesting deeper than ``limits.max_depth``. The size
+    of ``data`` is for the caller to bound: it knows whether it is a message or a result.
+    """
     if accept is not None and content_type not in accept:
         raise ContentDisallowed(
             f"refusing to deserialize content type {content_type!r}: "
@@ -295,8 +447,9 @@ def loads(data: bytes, content_type: str, accept: frozenset[str] | None = None) 
     found = _BY_CONTENT_TYPE.get(content_type)
     if found is None:
         raise ContentDisallowed(f"no serializer for content type {content_type!r}")
+    bounded = found.bounded_loads
     try:
-        return found.loads(data)
+        return bounded(data, limits) if bounded is not None else found.loads(data)
     except ContentDisallowed:
         raise
     except Exception as exc:

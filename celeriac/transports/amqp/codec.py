@@ -5,6 +5,13 @@ all day: on a typical Celery task message it spends ~43 µs encoding the propert
 ~75 µs decoding a delivery, more than the whole budget per message. Control methods
 (declare, qos, consume, ...) are rare and still go through ``pika.spec``; the frames seen
 for every message are built and parsed here with ``struct``.
+
+The decoders raise :class:`FrameError` (a :class:`~celeriac.exceptions.DecodeError`) for
+any bytes they cannot read: truncated or inconsistent sizes, text that is not UTF-8,
+values out of range, and field tables nested deeper than ``max_depth`` of
+:class:`~celeriac.protocol.limits.Limits`. The hot loops do not check bounds themselves:
+a read past the end fails in ``struct`` or indexing, turned into :class:`FrameError` at the
+public function, and each table and array checks that its fields end where its size says.
 """
 
 from __future__ import annotations
@@ -14,6 +21,9 @@ import decimal
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from celeriac.exceptions import DecodeError
+from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -49,8 +59,8 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-class FrameError(Exception):
-    """The peer sent bytes that are not valid AMQP 0-9-1."""
+class FrameError(DecodeError):
+    """The peer sent bytes that are not valid AMQP 0-9-1, or beyond a decoding limit."""
 
 
 # -- field tables ------------------------------------------------------------------------
@@ -159,6 +169,15 @@ def _encode_array(values: Sequence[Any]) -> bytes:
     return _u32.pack(len(payload)) + payload
 
 
+#: What reading past the end of a frame, or text that is not UTF-8, raises in the loops
+#: below; the public decoders turn these into FrameError.
+_MALFORMED = (IndexError, struct.error, ValueError)
+
+
+def _malformed(what: str, exc: Exception) -> FrameError:
+    return FrameError(f"malformed {what}: {exc}")
+
+
 def _decode_longstr(data: bytes, offset: int) -> tuple[Any, int]:
     (length,) = _u32.unpack_from(data, offset)
     offset += 4
@@ -169,7 +188,17 @@ def _decode_longstr(data: bytes, offset: int) -> tuple[Any, int]:
         return _undecodable(raw), offset + length
 
 
-def decode_value(data: bytes, offset: int) -> tuple[Any, int]:
+def decode_value(data: bytes, offset: int, *, limits: Limits = DEFAULT_LIMITS) -> tuple[Any, int]:
+    """One typed field value at ``offset``: (value, offset after it). Raises
+    :class:`FrameError` (see :func:`decode_table`)."""
+    try:
+        return _decode_value(data, offset, limits.max_depth)
+    except _MALFORMED as exc:
+        raise _malformed("field value", exc) from exc
+
+
+def _decode_value(data: bytes, offset: int, depth: int) -> tuple[Any, int]:
+    # ``depth``: how many levels of tables and arrays the value may still open.
     kind = data[offset]
     offset += 1
     if kind == 0x53:  # S long string
@@ -183,9 +212,9 @@ def decode_value(data: bytes, offset: int) -> tuple[Any, int]:
     if kind == 0x6C or kind == 0x4C:  # l/L int64
         return _i64.unpack_from(data, offset)[0], offset + 8
     if kind == 0x46:  # F table
-        return decode_table(data, offset)
+        return _decode_table(data, offset, depth)
     if kind == 0x41:  # A array
-        return _decode_array(data, offset)
+        return _decode_array(data, offset, depth)
     return _decode_rare_value(kind, data, offset)
 
 
@@ -211,7 +240,10 @@ def _decode_rare_value(kind: int, data: bytes, offset: int) -> tuple[Any, int]:
         return bytes(data[offset : offset + length]), offset + length
     if kind == 0x54:  # T timestamp, seconds
         (seconds,) = _u64.unpack_from(data, offset)
-        return dt.datetime.fromtimestamp(seconds, dt.UTC), offset + 8
+        try:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC), offset + 8
+        except (OverflowError, OSError, ValueError) as exc:
+            raise FrameError(f"AMQP timestamp {seconds} is out of range: {exc}") from exc
     if kind == 0x44:  # D decimal: scale octet, int32 unscaled value
         scale = data[offset]
         (unscaled,) = _i32.unpack_from(data, offset + 1)
@@ -219,14 +251,34 @@ def _decode_rare_value(kind: int, data: bytes, offset: int) -> tuple[Any, int]:
     raise FrameError(f"unknown AMQP field type {chr(kind)!r}")
 
 
-def decode_table(data: bytes, offset: int) -> tuple[dict[str, Any], int]:
+def decode_table(
+    data: bytes, offset: int, *, limits: Limits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any], int]:
+    """The field table at ``offset``: (table, offset after it).
+
+    Raises :class:`FrameError` for a table that runs past the end of ``data`` or whose
+    fields do not end where its size says, a name that is not UTF-8, an unknown field
+    type, a timestamp out of ``datetime``'s range, and tables or arrays nested deeper than
+    ``limits.max_depth`` (the table itself being the first level).
+    """
+    try:
+        return _decode_table(data, offset, limits.max_depth)
+    except _MALFORMED as exc:
+        raise _malformed("field table", exc) from exc
+
+
+def _decode_table(data: bytes, offset: int, depth: int) -> tuple[dict[str, Any], int]:
     # The hot spot of consuming (a task message carries ~20 headers): the values a task
     # message holds (strings, nulls, booleans, 64-bit ints, [null, null] time limits and
     # the empty stamps table) are decoded inline, without a call per value.
+    if depth <= 0:
+        raise FrameError("AMQP field table nested deeper than max_depth")
     unpack_u32 = _u32.unpack_from
     (size,) = unpack_u32(data, offset)
     offset += 4
     end = offset + size
+    if end > len(data):
+        raise FrameError(f"AMQP field table of {size} bytes runs past the end of its frame")
     table: dict[str, Any] = {}
     while offset < end:
         key_end = offset + 1 + data[offset]
@@ -249,14 +301,16 @@ def decode_table(data: bytes, offset: int) -> tuple[dict[str, Any], int]:
         elif kind == 0x6C:  # l int64
             table[key] = _i64.unpack_from(data, key_end + 1)[0]
             offset = key_end + 9
-        elif kind == 0x41 and data[key_end + 1 : key_end + 7] == _TWO_VOIDS:
+        elif kind == 0x41 and depth > 1 and data[key_end + 1 : key_end + 7] == _TWO_VOIDS:
             table[key] = [None, None]
             offset = key_end + 7
-        elif kind == 0x46 and data[key_end + 1 : key_end + 5] == _EMPTY:
+        elif kind == 0x46 and depth > 1 and data[key_end + 1 : key_end + 5] == _EMPTY:
             table[key] = {}
             offset = key_end + 5
         else:
-            table[key], offset = decode_value(data, key_end)
+            table[key], offset = _decode_value(data, key_end, depth - 1)
+    if offset != end:
+        raise FrameError(f"AMQP field table fields overrun its size of {size} bytes")
     return table, end
 
 
@@ -272,14 +326,20 @@ def _undecodable(raw: bytes) -> str | bytes:
         return raw
 
 
-def _decode_array(data: bytes, offset: int) -> tuple[list[Any], int]:
+def _decode_array(data: bytes, offset: int, depth: int) -> tuple[list[Any], int]:
+    if depth <= 0:
+        raise FrameError("AMQP field array nested deeper than max_depth")
     (size,) = _u32.unpack_from(data, offset)
     offset += 4
     end = offset + size
+    if end > len(data):
+        raise FrameError(f"AMQP field array of {size} bytes runs past the end of its frame")
     values: list[Any] = []
     while offset < end:
-        value, offset = decode_value(data, offset)
+        value, offset = _decode_value(data, offset, depth - 1)
         values.append(value)
+    if offset != end:
+        raise FrameError(f"AMQP field array values overrun its size of {size} bytes")
     return values, end
 
 
@@ -350,31 +410,40 @@ def _decode_shortstr(data: bytes, offset: int) -> tuple[str, int]:
 
 
 def decode_properties(
-    data: bytes, offset: int, flags: int
+    data: bytes, offset: int, flags: int, *, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
-    """Parse a property list: (content type, content encoding, headers, other properties)."""
+    """Parse a property list: (content type, content encoding, headers, other properties).
+
+    Raises :class:`FrameError` for continuation flags, a list that runs past the end of
+    ``data``, text that is not UTF-8, and headers :func:`decode_table` refuses.
+    """
     if flags & 1:
         raise FrameError("basic properties with continuation flags are not supported")
     content_type = content_encoding = ""
     headers: dict[str, Any] = {}
     properties: dict[str, Any] = {}
-    if flags & _CONTENT_TYPE_FLAG:
-        content_type, offset = _decode_shortstr(data, offset)
-    if flags & _CONTENT_ENCODING_FLAG:
-        content_encoding, offset = _decode_shortstr(data, offset)
-    if flags & _HEADERS_FLAG:
-        headers, offset = decode_table(data, offset)
-    for name, flag, kind in _PROPERTY_FIELDS:
-        if not flags & flag:
-            continue
-        if kind == _SHORTSTR:
-            properties[name], offset = _decode_shortstr(data, offset)
-        elif kind == _OCTET:
-            properties[name] = data[offset]
-            offset += 1
-        else:
-            properties[name] = _u64.unpack_from(data, offset)[0]
-            offset += 8
+    try:
+        if flags & _CONTENT_TYPE_FLAG:
+            content_type, offset = _decode_shortstr(data, offset)
+        if flags & _CONTENT_ENCODING_FLAG:
+            content_encoding, offset = _decode_shortstr(data, offset)
+        if flags & _HEADERS_FLAG:
+            headers, offset = _decode_table(data, offset, limits.max_depth)
+        for name, flag, kind in _PROPERTY_FIELDS:
+            if not flags & flag:
+                continue
+            if kind == _SHORTSTR:
+                properties[name], offset = _decode_shortstr(data, offset)
+            elif kind == _OCTET:
+                properties[name] = data[offset]
+                offset += 1
+            else:
+                properties[name] = _u64.unpack_from(data, offset)[0]
+                offset += 8
+    except _MALFORMED as exc:
+        raise _malformed("basic properties", exc) from exc
+    if offset > len(data):  # a short string cut short by the end of the frame
+        raise FrameError("AMQP basic properties run past the end of their frame")
     return content_type, content_encoding, headers, properties
 
 
@@ -422,23 +491,39 @@ def nack_frame(channel: int, delivery_tag: int, multiple: bool, requeue: bool) -
 
 
 def parse_deliver(payload: bytes) -> tuple[str, int, bool, str, str]:
-    """basic.deliver arguments: consumer tag, delivery tag, redelivered, exchange, key."""
-    consumer_tag, offset = _decode_shortstr(payload, 4)
-    delivery_tag, bits = _ack.unpack_from(payload, offset)
-    exchange, offset = _decode_shortstr(payload, offset + 9)
-    routing_key, _ = _decode_shortstr(payload, offset)
+    """basic.deliver arguments: consumer tag, delivery tag, redelivered, exchange, key.
+
+    Raises :class:`FrameError` for a payload cut short or text that is not UTF-8.
+    """
+    try:
+        consumer_tag, offset = _decode_shortstr(payload, 4)
+        delivery_tag, bits = _ack.unpack_from(payload, offset)
+        exchange, offset = _decode_shortstr(payload, offset + 9)
+        routing_key, offset = _decode_shortstr(payload, offset)
+    except _MALFORMED as exc:
+        raise _malformed("basic.deliver", exc) from exc
+    if offset > len(payload):
+        raise FrameError("AMQP basic.deliver runs past the end of its frame")
     return consumer_tag, delivery_tag, bool(bits & 1), exchange, routing_key
 
 
 def parse_ack(payload: bytes) -> tuple[int, bool]:
-    """basic.ack/basic.nack from the broker (publisher confirms): tag, multiple."""
-    delivery_tag, bits = _ack.unpack_from(payload, 4)
+    """basic.ack/basic.nack from the broker (publisher confirms): tag, multiple. Raises
+    :class:`FrameError` for a payload cut short."""
+    try:
+        delivery_tag, bits = _ack.unpack_from(payload, 4)
+    except struct.error as exc:
+        raise _malformed("basic.ack", exc) from exc
     return delivery_tag, bool(bits & 1)
 
 
 def parse_content_header(payload: bytes) -> tuple[int, int]:
-    """Body size and property flags of a content header frame payload."""
-    _class_id, _weight, body_size, flags = _content_head.unpack_from(payload, 0)
+    """Body size and property flags of a content header frame payload. Raises
+    :class:`FrameError` for a payload cut short."""
+    try:
+        _class_id, _weight, body_size, flags = _content_head.unpack_from(payload, 0)
+    except struct.error as exc:
+        raise _malformed("content header", exc) from exc
     return body_size, flags
 
 

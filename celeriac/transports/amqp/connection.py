@@ -354,15 +354,19 @@ class AMQPConnection:
                 raise ConnectionLost(f"frame without frame-end octet (type {frame_type})")
             payload = data[offset + codec.FRAME_HEADER_SIZE : end]
             offset = end + 1
-            if frame_type == codec.FRAME_METHOD:
-                self._on_method_frame(channel, payload)
-            elif frame_type == codec.FRAME_HEADER:
-                self._on_header_frame(channel, payload)
-            elif frame_type == codec.FRAME_BODY:
-                self._on_body_frame(channel, payload)
-            elif frame_type != codec.FRAME_HEARTBEAT:
+            try:
+                if frame_type == codec.FRAME_METHOD:
+                    self._on_method_frame(channel, payload)
+                elif frame_type == codec.FRAME_HEADER:
+                    self._on_header_frame(channel, payload)
+                elif frame_type == codec.FRAME_BODY:
+                    self._on_body_frame(channel, payload)
+                elif frame_type != codec.FRAME_HEARTBEAT:
+                    self._drop_socket()
+                    raise ConnectionLost(f"unknown frame type {frame_type}")
+            except codec.FrameError as exc:  # what follows on the channel cannot be trusted
                 self._drop_socket()
-                raise ConnectionLost(f"unknown frame type {frame_type}")
+                raise ConnectionLost(f"malformed frame from the broker: {exc}") from exc
         self._rest = data[offset:]
 
     def _on_method_frame(self, channel: int, payload: bytes) -> None:
@@ -423,9 +427,16 @@ class AMQPConnection:
         body_size, flags = codec.parse_content_header(payload)
         pending.body_size = body_size
         if pending.deliver is not None:
-            pending.content = codec.decode_properties(
-                payload, codec.CONTENT_HEADER_PROPERTIES_OFFSET, flags
-            )
+            try:
+                pending.content = codec.decode_properties(
+                    payload, codec.CONTENT_HEADER_PROPERTIES_OFFSET, flags
+                )
+            except codec.FrameError as exc:
+                # The frames are intact, only the publisher's properties are not: deliver
+                # the message bare, so the consumer rejects it once, rather than failing
+                # the connection on it at every redelivery.
+                logger.warning("message with unreadable AMQP properties (%s)", exc)
+                pending.content = ("application/data", "binary", {}, {})
         if body_size == 0:
             self._complete(channel, pending, b"")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import binascii
 import itertools
+import json
 import logging
 import os
 from typing import Any
@@ -22,8 +23,9 @@ from typing import Any
 import orjson
 
 from celeriac.exceptions import DecodeError
+from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 from celeriac.protocol.message import Envelope
-from celeriac.protocol.serializers import json_dumps, json_loads, plain_mapping
+from celeriac.protocol.serializers import json_dumps, json_loads, json_parse, plain_mapping
 
 logger = logging.getLogger("celeriac.transports.redis")
 
@@ -74,35 +76,42 @@ class Encoder:
 _TAG_MASK = (1 << 48) - 1
 
 
-def decode(raw: bytes) -> tuple[Envelope, bool]:
+def decode(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> tuple[Envelope, bool]:
     """The envelope in ``raw`` and whether it was delivered before.
 
-    A document that is not a kombu message comes back as an envelope with the raw bytes as
-    its body and no headers, so the worker rejects it with a clear error instead of the
-    transport losing it silently.
+    Raises nothing: an entry that is not a kombu message (not JSON, no ``properties``
+    object, fields of the wrong type, over ``limits.max_message_bytes`` or nested deeper
+    than the JSON reader allows) comes back as an envelope with the raw bytes as its body
+    and no headers, so the worker rejects it with a clear error instead of the transport
+    losing it silently.
     """
     try:
-        return _decode(raw)
-    except (DecodeError, ValueError, TypeError, AttributeError, binascii.Error) as exc:
-        logger.warning("Redis message is not a kombu envelope (%s): %.200r", exc, raw)
+        return _decode(raw, limits)
+    except DecodeError as exc:
+        logger.warning("Redis message is not a kombu envelope (%s): %r", exc, raw[:200])
         return Envelope(raw, {}, {}, "application/data", "binary"), False
 
 
-def _decode(raw: bytes) -> tuple[Envelope, bool]:
-    document = json_loads(raw)
-    properties: dict[str, Any] = document["properties"]
+def _decode(raw: bytes, limits: Limits) -> tuple[Envelope, bool]:
+    if len(raw) > limits.max_message_bytes:
+        raise DecodeError(f"{len(raw)} bytes, over max_message_bytes={limits.max_message_bytes}")
+    document = json_loads(raw, limits)
+    if not isinstance(document, dict):
+        raise DecodeError(f"a JSON {type(document).__name__}, not an object")
+    properties = document.get("properties")
+    if not isinstance(properties, dict):
+        raise DecodeError("no properties object")
     info = properties.pop("delivery_info", None) or _NO_INFO
+    if not isinstance(info, dict):
+        raise DecodeError("delivery_info is not an object")
     body_encoding = properties.pop("body_encoding", "base64")
     properties.pop("delivery_tag", None)
-    headers: dict[str, Any] = document.get("headers") or {}
+    headers = document.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise DecodeError("headers is not an object")
     redelivered = bool(headers.pop("redelivered", False) or info.get("redelivered"))
-    body = document.get("body") or ""
-    if body_encoding == "base64":
-        body = binascii.a2b_base64(body)
-    elif isinstance(body, str):
-        body = body.encode("utf-8")
     envelope = Envelope(
-        body,
+        _body(document.get("body"), body_encoding),
         headers,
         properties,
         _text(document.get("content-type"), "content-type") or "application/data",
@@ -113,27 +122,60 @@ def _decode(raw: bytes) -> tuple[Envelope, bool]:
     return envelope, redelivered
 
 
+def _body(body: Any, encoding: Any) -> bytes:
+    if not body:
+        return b""
+    if not isinstance(body, str):
+        raise DecodeError(f"body is {type(body).__name__}, not a string")
+    try:
+        if encoding == "base64":
+            return binascii.a2b_base64(body)
+        return body.encode("utf-8")
+    except ValueError as exc:  # binascii.Error, non-ASCII base64, a lone surrogate
+        raise DecodeError(f"body cannot be read as {encoding}: {exc}") from exc
+
+
 def _text(value: Any, name: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ValueError(f"{name} is {type(value).__name__}, not a string")
+        raise DecodeError(f"{name} is {type(value).__name__}, not a string")
     return value
 
 
 _NO_INFO: dict[str, Any] = {}
 
 
-def mark_redelivered(raw: bytes) -> bytes:
-    """``raw`` with kombu's two redelivered flags set; unchanged if it is not an envelope."""
+def mark_redelivered(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """``raw`` with kombu's two redelivered flags set.
+
+    Raises nothing: ``raw`` comes back unchanged when it has no place for the flags (not
+    JSON, over a limit, no ``properties`` object, ``headers`` or ``delivery_info`` not
+    objects) or cannot be written back (nested deeper than orjson writes). The document is
+    read and written by the same JSON library, so that what only Python's json keeps
+    (integers beyond 64 bits, NaN) stays as it was; kombu's tags are left as they are.
+    """
+    if len(raw) > limits.max_message_bytes:
+        return raw
     try:
-        document = orjson.loads(raw)
-        document.setdefault("headers", {})["redelivered"] = True
-        properties = document.setdefault("properties", {})
-        info = properties.get("delivery_info")
-        if not isinstance(info, dict):
-            info = properties["delivery_info"] = {}
-        info["redelivered"] = True
+        document, by_orjson = json_parse(raw, limits)
+    except DecodeError:
+        return raw
+    if not isinstance(document, dict):
+        return raw
+    properties = document.get("properties")
+    if not isinstance(properties, dict):
+        return raw
+    headers = document.get("headers") or {}
+    info = properties.get("delivery_info") or {}
+    if not isinstance(headers, dict) or not isinstance(info, dict):
+        return raw
+    headers["redelivered"] = info["redelivered"] = True
+    document["headers"] = headers
+    properties["delivery_info"] = info
+    if not by_orjson:
+        return json.dumps(document, separators=(",", ":")).encode("ascii")
+    try:
         return orjson.dumps(document)
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
+    except orjson.JSONEncodeError:
         return raw
