@@ -1,10 +1,9 @@
 """The benchmark's task module, loaded by celeriac *or* Celery (the same code runs on both).
 
-``BENCH_SYSTEM`` picks the library (``celery``, or a celeriac build: the build is the one
-the interpreter has installed); ``BENCH_BROKER`` and
-``BENCH_BACKEND`` the broker and result backend URLs; ``BENCH_BROKER_OPTIONS`` (JSON) the
-``broker_transport_options``. The runner sets them for its client processes and for the
-worker it starts with ``-A bench_tasks``.
+``BENCH_SYSTEM`` picks the library (``celery``; any other system is celeriac, in the build
+its interpreter has installed); ``BENCH_BROKER`` and ``BENCH_BACKEND`` the broker and result
+backend URLs; ``BENCH_BROKER_OPTIONS`` (JSON) the ``broker_transport_options``. The runner
+sets them for its client processes and for the worker it starts with ``-A bench_tasks``.
 """
 
 from __future__ import annotations

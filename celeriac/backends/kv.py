@@ -25,6 +25,7 @@ from celeriac import states
 from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
 from celeriac.exceptions import TimeoutError
 from celeriac.protocol import serializers
+from celeriac.protocol.results import loads_result
 
 #: ``celery-task-meta-<task_id>``: one task's meta.
 TASK_KEY_PREFIX = "celery-task-meta-"
@@ -48,7 +49,7 @@ class MetaCodec:
 
     def decode(self, data: bytes, content_type: str | None = None) -> Any:
         """Decode ``data``, written as ``content_type`` (default: the configured one)."""
-        return serializers.loads(data, content_type or self.content_type, self._accept)
+        return loads_result(data, content_type or self.content_type, self._accept)
 
 
 def may_overwrite(stored_status: str | None) -> bool:

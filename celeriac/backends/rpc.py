@@ -36,6 +36,7 @@ from celeriac.backends.kv import may_overwrite
 from celeriac.exceptions import ImproperlyConfigured, InvalidMessageError, TimeoutError
 from celeriac.protocol import compression, serializers
 from celeriac.protocol.message import Envelope
+from celeriac.protocol.results import loads_result
 
 logger = logging.getLogger("celeriac.backends.rpc")
 
@@ -340,7 +341,7 @@ class RPCBackend:
         compressed_with = envelope.headers.get("compression") if envelope.headers else None
         if compressed_with:
             body = compression.decompress(body, compressed_with)
-        meta = serializers.loads(body, envelope.content_type, self._accept)
+        meta = loads_result(body, envelope.content_type, self._accept)
         if not isinstance(meta, dict):
             raise InvalidMessageError(f"reply is not a result meta: {type(meta).__name__}")
         # The property first, as Celery reads it; very old peers only had the field.
