@@ -26,6 +26,7 @@ from celeriac.backends.registry import create_backend
 from celeriac.canvas.signature import Signature
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol import serializers
+from celeriac.protocol.limits import Limits
 from celeriac.result import AsyncResult, GroupResult
 from celeriac.signals import Signal
 from celeriac.transports.base import Transport, TransportOptions
@@ -315,8 +316,19 @@ class Celery:
             connection_max_retries=conf.broker_connection_max_retries,
             heartbeat=float(conf.broker_heartbeat or 0),
             pool_limit=int(conf.broker_pool_limit or 10),
+            limits=self.limits(),
         )
         return create_transport(url or self.broker_url, options)
+
+    def limits(self) -> Limits:
+        """The bounds on one message and one result, from the ``message_max_*`` settings."""
+        conf = self.conf
+        return Limits(
+            max_message_bytes=int(conf.message_max_size),
+            max_decompressed_bytes=int(conf.message_max_decompressed_size),
+            max_depth=int(conf.message_max_depth),
+            max_result_bytes=int(conf.result_max_size),
+        )
 
     def connection_for_write(
         self, url: str | None = None, *, connection_retry: bool | None = None

@@ -190,6 +190,15 @@ DEFAULTS: dict[str, Any] = {
     "security_key_password": None,
     "security_digest": "sha256",
     "deprecated_settings": None,
+    # -- celeriac's own (Celery has no such setting)
+    #: A message that made its worker's process die (or was handed back) this many times
+    #: is dead-lettered instead of delivered again.
+    "worker_max_deliveries": 5,
+    #: Bounds on one message and one result; past one, that message or result alone fails.
+    "message_max_size": 64 * 1024 * 1024,
+    "message_max_decompressed_size": 64 * 1024 * 1024,
+    "message_max_depth": 200,
+    "result_max_size": 64 * 1024 * 1024,
 }
 
 #: Celery's old upper-case names (settings modules from Celery 3) → new names; the same

@@ -19,6 +19,11 @@ Contract, shared by every implementation:
   comes back merely because it has been held for a long time.
 * ``ack`` removes messages for good; ``reject(requeue=True)`` puts them back on their
   queue, ``reject(requeue=False)`` drops them. Both are idempotent.
+* ``dead_letter`` moves messages that cannot be processed to their queue's dead-letter
+  queue (``<queue>.dead``, :func:`dead_letter_queue`), with the reason in the
+  ``x-celeriac-dead-reason`` header, where an operator can inspect them. A message the
+  transport itself cannot decode never becomes a :class:`Delivery`: ``fetch`` logs it and
+  moves it there as it arrived.
 * An instance is used by one thread at a time, and by the process that created it: after a
   fork the child creates its own.
 """
@@ -26,11 +31,15 @@ Contract, shared by every implementation:
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 from celeriac.protocol.message import Envelope
+
+logger = logging.getLogger("celeriac.transport")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +95,8 @@ class TransportOptions:
     connection_max_retries: int | None = 100
     heartbeat: float = 120.0
     pool_limit: int = 10
+    #: Bounds on what the transport decodes from one message.
+    limits: Limits = DEFAULT_LIMITS
 
 
 @runtime_checkable
@@ -117,6 +128,9 @@ class Transport(Protocol):
     def reject(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         """Put the messages back on their queues (``requeue``) or drop them."""
 
+    def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
+        """Move each message, with its reason, to its dead-letter queue; idempotent."""
+
     def purge(self, queue: str) -> int:
         """Drop every ready message of the queue; return how many."""
         ...
@@ -127,6 +141,55 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release the connection; messages still reserved by it come back to their queues."""
+
+
+#: The header that says why a message was dead-lettered.
+DEAD_REASON_HEADER = "x-celeriac-dead-reason"
+
+
+def dead_letter_queue(queue: str) -> str:
+    """Where the messages of ``queue`` that cannot be processed go."""
+    return f"{queue}.dead"
+
+
+def log_dead_letter(message: str, queue: str, error: BaseException | str) -> str:
+    """Log the one line that says a message was dead-lettered, which and why; the reason."""
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    logger.error(
+        "Dead-lettered message %s from queue %r to %r: %s",
+        message,
+        queue,
+        dead_letter_queue(queue),
+        reason,
+    )
+    return reason
+
+
+def dead_letter_by_publishing(transport: Transport, items: Sequence[tuple[Delivery, str]]) -> None:
+    """``dead_letter`` for any transport: a copy to the dead-letter queue, then the ack.
+
+    Not atomic: a crash in between leaves the message in both places, never in neither.
+    """
+    if not items:
+        return
+    queues = {dead_letter_queue(delivery.queue) for delivery, _ in items}
+    transport.declare([QueueSpec(name) for name in sorted(queues)])
+    transport.publish([dead_letter_copy(delivery, reason) for delivery, reason in items])
+    transport.ack([delivery for delivery, _ in items])
+
+
+def dead_letter_copy(delivery: Delivery, reason: str) -> Envelope:
+    """The message as it goes to its dead-letter queue: unchanged but for route and reason."""
+    envelope = delivery.envelope
+    return Envelope(
+        envelope.body,
+        {**envelope.headers, DEAD_REASON_HEADER: reason},
+        dict(envelope.properties),
+        envelope.content_type,
+        envelope.content_encoding,
+        exchange="",
+        routing_key=dead_letter_queue(delivery.queue),
+    )
 
 
 def binding_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:

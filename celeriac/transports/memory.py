@@ -25,6 +25,7 @@ from celeriac.transports.base import (
     QueueSpec,
     TransportOptions,
     bound_queues,
+    dead_letter_by_publishing,
 )
 
 #: (-priority, sequence): a heap of these pops the highest priority first, then the oldest.
@@ -167,6 +168,9 @@ class MemoryTransport:
         with self._broker.condition:
             for delivery in deliveries:
                 self._unacked.pop(delivery.tag, None)
+
+    def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
+        dead_letter_by_publishing(self, items)
 
     def reject(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         with self._broker.condition:

@@ -40,6 +40,7 @@ from celeriac.transports.base import (
     QueueSpec,
     TransportOptions,
     bound_queues,
+    dead_letter_by_publishing,
 )
 from celeriac.transports.memory import decode_envelope, encode_meta
 
@@ -476,6 +477,9 @@ class SQLiteTransport:
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self._settle(deliveries, "DELETE FROM messages")
+
+    def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
+        dead_letter_by_publishing(self, items)
 
     def reject(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         if requeue:

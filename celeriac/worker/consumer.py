@@ -14,6 +14,7 @@ A message whose job never started (a warm shutdown) goes back to its queue.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import heapq
 import logging
@@ -26,14 +27,22 @@ from typing import TYPE_CHECKING, Any
 from celeriac import signals, states
 from celeriac.app.trace import is_expired, reply_extra
 from celeriac.exceptions import (
+    ContentDisallowed,
     ImproperlyConfigured,
     InvalidMessageError,
     NotRegistered,
     TaskRevokedError,
+    WorkerLostError,
 )
-from celeriac.protocol.message import check_task_headers, parse_datetime, upgrade_v1
+from celeriac.protocol.message import Envelope, check_task_headers, parse_datetime, upgrade_v1
 from celeriac.protocol.results import build_meta, exception_to_dict
-from celeriac.transports.base import Delivery, QueueSpec, Transport
+from celeriac.transports.base import (
+    Delivery,
+    QueueSpec,
+    Transport,
+    dead_letter_queue,
+    log_dead_letter,
+)
 from celeriac.worker.job import Completion, Job
 from celeriac.worker.pools.base import Pool
 from celeriac.worker.ratelimit import TokenBucket, parse_rate
@@ -95,6 +104,13 @@ class Consumer:
         self.to_ack: list[Delivery] = []
         self.to_drop: list[Delivery] = []
         self.to_requeue: list[Delivery] = []
+        #: Lost to a dead process: they go back with their count raised (``counted_copy``).
+        self.to_redeliver: list[Delivery] = []
+        #: Messages that cannot be processed, with why: to their dead-letter queues.
+        self.to_dead: list[tuple[Delivery, str]] = []
+        #: Early-ack deliveries acked when their job started, kept until it completes, so a
+        #: message the executor finds unreadable can still be dead-lettered.
+        self.acked_early: dict[int, Delivery] = {}
         self.seq = 0
         self.processed = 0
         self.next_upkeep = 0.0
@@ -107,6 +123,8 @@ class Consumer:
         self.default_hard = conf.task_time_limit
         self.default_rate = conf.task_default_rate_limit
         self.rate_limits = not conf.worker_disable_rate_limits
+        self.max_deliveries = int(conf.worker_max_deliveries)
+        self.max_message_bytes = app.limits().max_message_bytes
         #: Whether any task seen so far has a rate limit (skips the check otherwise).
         self.limited = False
 
@@ -153,32 +171,39 @@ class Consumer:
 
     # -- receiving
     def receive(self, delivery: Delivery) -> None:
+        try:
+            self._receive(delivery)
+        except Exception as exc:  # RecursionError and MemoryError too: this message alone
+            self.invalid(delivery, exc)
+
+    def _receive(self, delivery: Delivery) -> None:
         envelope = delivery.envelope
         headers = envelope.headers
-        try:
-            if "task" not in headers:
-                upgrade_v1(envelope, self.accept)
-            check_task_headers(headers)
-            hard_limit, soft_limit = time_limits(headers)
-            expired = has_expired(headers)
-        except Exception as exc:
-            self.invalid(delivery, exc)
-            return
+        if "task" not in headers:
+            upgrade_v1(envelope, self.accept)
+        check_task_headers(headers)
+        if len(envelope.body) > self.max_message_bytes:
+            raise InvalidMessageError(
+                f"body of {len(envelope.body):,} bytes is over message_max_size "
+                f"({self.max_message_bytes:,})"
+            )
+        hard_limit, soft_limit = time_limits(headers)
+        expired = has_expired(headers)
         name, task_id = headers["task"], headers["id"]
         if self.accept is not None and envelope.content_type not in self.accept:
-            logger.error(
-                "Discarding message %s (task %s): content type %r is not in accept_content (%s)",
-                task_id,
-                name,
-                envelope.content_type,
-                ", ".join(sorted(self.accept)),
+            raise ContentDisallowed(
+                f"content type {envelope.content_type!r} is not in accept_content "
+                f"({', '.join(sorted(self.accept))})"
             )
-            self.to_drop.append(delivery)
-            return
         flags = self.flags.get(name) or self.task_flags(name)
         if flags is None:
             self.unknown_task(delivery, name, task_id)
             return
+        if deliveries(headers) >= self.max_deliveries:
+            raise WorkerLostError(
+                f"the processes running it died {deliveries(headers)} times "
+                f"(worker_max_deliveries = {self.max_deliveries})"
+            )
         if expired:
             self.revoke_expired(delivery, name, task_id)
             return
@@ -259,24 +284,33 @@ class Consumer:
         return TokenBucket(rate)
 
     def invalid(self, delivery: Delivery, error: Exception) -> None:
-        envelope = delivery.envelope
-        task_id = envelope.headers.get("id")
-        tag = task_id or envelope.properties.get("correlation_id") or delivery.tag
-        logger.error("Discarding invalid message %s from queue %r: %s", tag, delivery.queue, error)
-        if task_id and isinstance(task_id, str):  # a caller may wait on it: say why not
-            extra = reply_extra(self.app.backend, envelope.properties)
+        """A message that cannot run: dead-lettered, and its result says why where it can."""
+        task_id = delivery.envelope.headers.get("id")
+        if isinstance(task_id, str) and task_id:  # a caller may wait on it: say why not
             reason = f"{type(error).__name__}: {error}"
-            self._store(
-                [build_meta(task_id, states.FAILURE, exception_to_dict(error), reason, extra=extra)]
-            )
-        self.to_drop.append(delivery)
+            with contextlib.suppress(Exception):  # its reply address may be as bad
+                extra = reply_extra(self.app.backend, delivery.envelope.properties)
+                self._store(
+                    [
+                        build_meta(
+                            task_id, states.FAILURE, exception_to_dict(error), reason, extra=extra
+                        )
+                    ]
+                )
+        self.dead_letter(delivery, error)
+
+    def dead_letter(self, delivery: Delivery, error: BaseException | str) -> None:
+        """Log the one line that names the message and why; it goes to its dead-letter queue."""
+        reason = log_dead_letter(message_name(delivery), delivery.queue, error)
+        self.to_dead.append((delivery, reason))
 
     def unknown_task(self, delivery: Delivery, name: str, task_id: str) -> None:
         logger.error(
-            "Received unregistered task %r (message %s): discarded. Is the module "
+            "Received unregistered task %r (message %s): moved to %r. Is the module "
             "that defines it imported by this worker (include=/autodiscover)?",
             name,
             task_id,
+            dead_letter_queue(delivery.queue),
         )
         error = NotRegistered(name)
         self._store(
@@ -294,7 +328,7 @@ class Consumer:
             signals.task_unknown.send(
                 sender=self, name=name, id=task_id, message=delivery.envelope, exc=error
             )
-        self.to_drop.append(delivery)
+        self.to_dead.append((delivery, f"NotRegistered: {name!r}"))
 
     def revoke_expired(self, delivery: Delivery, name: str, task_id: str) -> None:
         logger.info("Task %s[%s] expired before it could run: discarded", name, task_id)
@@ -335,6 +369,7 @@ class Consumer:
                 self.late[job.seq] = delivery
             elif ack_now:
                 early.append(delivery)
+                self.acked_early[job.seq] = delivery
             else:
                 self.unstarted[job.seq] = delivery
         if early:
@@ -361,11 +396,12 @@ class Consumer:
                 delivery = unstarted.pop(seq, None)
                 if delivery is not None:
                     self.to_ack.append(delivery)
+                    self.acked_early[seq] = delivery
 
     def complete(self, completions: Sequence[Completion]) -> None:
         if not completions:
             return
-        late, unstarted = self.late, self.unstarted
+        late, unstarted, acked_early = self.late, self.unstarted, self.acked_early
         metas: list[dict[str, Any]] = []
         for completion in completions:
             seq = completion.seq
@@ -378,7 +414,14 @@ class Consumer:
                 delivery = unstarted.pop(seq, None)
                 if delivery is not None:  # an early ack not sent yet: it ran, or never will
                     requeued = not completion.ran
-                    (self.to_requeue if requeued else self.to_ack).append(delivery)
+                    if completion.dead is not None:
+                        self.dead_letter(delivery, completion.dead)
+                    else:
+                        (self.to_requeue if requeued else self.to_ack).append(delivery)
+                else:
+                    delivery = acked_early.pop(seq, None)
+                    if delivery is not None and completion.dead is not None:
+                        self.dead_letter(delivery, completion.dead)  # a copy: it was acked
             if completion.meta is not None and not requeued:
                 metas.append(completion.meta)
         if metas:
@@ -388,25 +431,39 @@ class Consumer:
         """Queue the late ack or reject of a finished job; whether it goes back to the queue."""
         name = delivery.envelope.headers["task"]
         flags = self.flags[name]
-        if not completion.ran:
+        requeue = False
+        if completion.dead is not None:
+            self.dead_letter(delivery, completion.dead)
+        elif not completion.ran:
             requeue = True
+            self.to_requeue.append(delivery)
         elif completion.state == states.REJECTED:
             requeue = completion.requeue
-            if not requeue:
-                self.to_drop.append(delivery)
+            (self.to_requeue if requeue else self.to_drop).append(delivery)
         elif completion.worker_lost:
-            requeue = flags.reject_on_worker_lost
-            if not requeue:
-                self.to_ack.append(delivery)
-        else:
-            requeue = False
-            if completion.state == states.FAILURE and not flags.acks_on_failure_or_timeout:
-                self.to_drop.append(delivery)
+            if flags.reject_on_worker_lost:
+                requeue = self.redeliver_lost(delivery)
             else:
                 self.to_ack.append(delivery)
-        if requeue:
-            self.to_requeue.append(delivery)
+        elif completion.state == states.FAILURE and not flags.acks_on_failure_or_timeout:
+            self.to_drop.append(delivery)
+        else:
+            self.to_ack.append(delivery)
         return requeue
+
+    def redeliver_lost(self, delivery: Delivery) -> bool:
+        """A message whose process died under it goes back, counted, or is dead-lettered
+        once it has killed ``worker_max_deliveries`` processes; whether it goes back."""
+        lost = deliveries(delivery.envelope.headers)
+        if lost >= self.max_deliveries:
+            self.dead_letter(
+                delivery,
+                f"WorkerLostError: the process running it died {lost} times "
+                f"(worker_max_deliveries = {self.max_deliveries})",
+            )
+            return False
+        self.to_redeliver.append(delivery)
+        return True
 
     def flush(self, force: bool = True) -> None:
         """Send the collected acks and rejects.
@@ -430,6 +487,13 @@ class Consumer:
         if self.to_requeue:
             batch, self.to_requeue = self.to_requeue, []
             transport.reject(batch, requeue=True)
+        if self.to_redeliver:
+            lost, self.to_redeliver = self.to_redeliver, []
+            transport.publish([counted_copy(delivery) for delivery in lost])
+            transport.ack(lost)
+        if self.to_dead:
+            dead, self.to_dead = self.to_dead, []
+            transport.dead_letter(dead)
 
     # -- shutdown
     def release_held(self) -> None:
@@ -476,3 +540,39 @@ def has_expired(headers: Mapping[str, Any]) -> bool:
         return is_expired(headers)
     except InvalidMessageError as exc:
         raise InvalidMessageError(f"bad expires header: {exc}") from None
+
+
+#: How many times a message was delivered to a process that died running it.
+LOST_HEADER = "x-celeriac-lost"
+
+
+def deliveries(headers: Mapping[str, Any]) -> int:
+    """How many processes this message has killed (``LOST_HEADER``; 0 when absent)."""
+    value = headers.get(LOST_HEADER)
+    return value if type(value) is int and value > 0 else 0
+
+
+def counted_copy(delivery: Delivery) -> Envelope:
+    """The message as it goes back after its process died: straight to the queue it came
+    from (a named exchange could copy it to others), its count raised."""
+    envelope = delivery.envelope
+    headers = {**envelope.headers, LOST_HEADER: deliveries(envelope.headers) + 1}
+    return Envelope(
+        envelope.body,
+        headers,
+        dict(envelope.properties),
+        envelope.content_type,
+        envelope.content_encoding,
+        exchange="",
+        routing_key=delivery.queue,
+    )
+
+
+def message_name(delivery: Delivery) -> str:
+    """How a log line names a message: its task id, else its correlation id, else where
+    it was (a message without an id has only its place in the queue)."""
+    envelope = delivery.envelope
+    for value in (envelope.headers.get("id"), envelope.properties.get("correlation_id")):
+        if isinstance(value, str) and value:
+            return value
+    return f"without an id (delivery {delivery.tag!r})"

@@ -50,6 +50,7 @@ class Executor:
         self.hostname = hostname
         self.accept = accept
         self.runners: dict[str, TaskRunner] = {}
+        self.limits = app.limits()
         self.sink = ResultSink(app.backend, batch=batch_results, max_delay=result_delay)
         self.can_alarm = threading.current_thread() is threading.main_thread()
         if self.can_alarm:
@@ -68,36 +69,54 @@ class Executor:
             self.sink.flush()
 
     def run(self, job: Job) -> Completion:
+        """Run one job; whatever goes wrong ends this job alone, never the process."""
+        try:
+            return self._run(job)
+        except Exception as exc:  # even failing it failed (say, an unreadable reply address)
+            logger.exception("Task %s[%s] could not be failed cleanly", job.task_name, job.task_id)
+            return Completion(job.seq, states.FAILURE, dead=f"{type(exc).__name__}: {exc}")
+
+    def _run(self, job: Job) -> Completion:
         try:
             runner = self.runner(job.task_name)
             envelope = Envelope(
                 job.body, job.headers, job.properties, job.content_type, job.content_encoding
             )
-            body = decode_task_body(envelope, self.accept)
-        except Exception as exc:  # bad message: fail this task alone, with the reason
-            logger.error("Task %s[%s]: cannot decode message: %s", job.task_name, job.task_id, exc)
-            self.sink.add(
-                build_meta(
-                    job.task_id,
-                    states.FAILURE,
-                    exception_to_dict(exc),
-                    f"{type(exc).__name__}: {exc}",
-                    extra=reply_extra(self.app.backend, job.properties),
-                )
+            body = decode_task_body(envelope, self.accept, limits=self.limits)
+            if job.headers.get("expires") and is_expired(job.headers):
+                return self._expired(job)
+            request = request_from_headers(
+                job.headers, job.properties, body.embed, job.delivery_info
             )
-            return Completion(job.seq, states.FAILURE)
-        if job.headers.get("expires") and is_expired(job.headers):
-            return self._expired(job)
-        request = request_from_headers(job.headers, job.properties, body.embed, job.delivery_info)
+        except Exception as exc:  # bad message: fail this task alone, with the reason
+            return self._bad_message(job, exc)
         soft = job.soft_time_limit
         if soft and self.can_alarm:
             signal.setitimer(signal.ITIMER_REAL, soft)
         try:
             outcome = runner(job.task_id, body.args, body.kwargs, request, self.sink)
+        except Exception as exc:
+            # The runner turns what the task raises into its outcome; what escapes it came
+            # from around the task (its workflow, storing its result): this job fails alone.
+            logger.exception("Task %s[%s] failed outside the task", job.task_name, job.task_id)
+            self._store_failure(job, exc)
+            return Completion(job.seq, states.FAILURE)
         finally:
             if soft and self.can_alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         return Completion(job.seq, outcome.state, bool(outcome.requeue))
+
+    def _store_failure(self, job: Job, error: Exception) -> str:
+        reason = f"{type(error).__name__}: {error}"
+        extra = reply_extra(self.app.backend, job.properties)
+        self.sink.add(
+            build_meta(job.task_id, states.FAILURE, exception_to_dict(error), reason, extra=extra)
+        )
+        return reason
+
+    def _bad_message(self, job: Job, error: Exception) -> Completion:
+        """A message that cannot be run: its result says why; the consumer dead-letters it."""
+        return Completion(job.seq, states.FAILURE, dead=self._store_failure(job, error))
 
     def _expired(self, job: Job) -> Completion:
         logger.info("Task %s[%s] expired before it could run", job.task_name, job.task_id)

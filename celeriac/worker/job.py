@@ -35,3 +35,6 @@ class Completion(NamedTuple):
     #: A result the executing process could not store (it died): the consumer stores it,
     #: unless the message is requeued (``reject_on_worker_lost``) and the task will run again.
     meta: dict[str, Any] | None = None
+    #: Why the message itself is bad (it does not decode, or is over a limit): the consumer
+    #: moves it to its dead-letter queue instead of acking it.
+    dead: str | None = None

@@ -54,11 +54,18 @@ def gate_open(task_id):
 """
 
 
-def task_module(directory: Path, tasks: str, **settings: Any) -> dict[str, str]:
-    """The files of a project whose ``wtasks`` module holds the app and ``tasks``."""
+def task_module(
+    directory: Path,
+    tasks: str,
+    broker: str | None = None,
+    backend: str | None = None,
+    **settings: Any,
+) -> dict[str, str]:
+    """The files of a project whose ``wtasks`` module holds the app and ``tasks``; the
+    broker and results are SQLite files in ``directory`` unless given."""
     header = _HEADER.format(
-        broker=f"sqlite:///{directory}/broker.db",
-        backend=f"db+sqlite:///{directory}/results.db",
+        broker=broker or f"sqlite:///{directory}/broker.db",
+        backend=backend or f"db+sqlite:///{directory}/results.db",
         settings=settings,
     )
     return {f"{MODULE}.py": header + textwrap.dedent(tasks)}

@@ -71,7 +71,10 @@ class FrameListener(Protocol):
         deliver: tuple[str, int, bool, str, str],
         content: tuple[str, str, dict[str, Any], dict[str, Any]],
         body: bytes,
-    ) -> None: ...
+        unreadable: str | None = None,
+    ) -> None:
+        """A message; ``unreadable`` says why its properties could not be read (then
+        ``content`` is empty and only the body is the publisher's)."""
 
     def on_confirm(self, channel: int, delivery_tag: int, multiple: bool, ack: bool) -> None: ...
 
@@ -104,6 +107,8 @@ class _PendingContent:
 
     deliver: tuple[str, int, bool, str, str] | None  # None: a basic.return being skipped
     content: tuple[str, str, dict[str, Any], dict[str, Any]] | None = None
+    #: Why the properties could not be read, when they could not.
+    unreadable: str | None = None
     body_size: int = 0
     chunks: list[bytes] = field(default_factory=list)
     received: int = 0
@@ -433,10 +438,10 @@ class AMQPConnection:
                 )
             except codec.FrameError as exc:
                 # The frames are intact, only the publisher's properties are not: deliver
-                # the message bare, so the consumer rejects it once, rather than failing
+                # the message bare, so that it is dead-lettered once, rather than failing
                 # the connection on it at every redelivery.
-                logger.warning("message with unreadable AMQP properties (%s)", exc)
                 pending.content = ("application/data", "binary", {}, {})
+                pending.unreadable = f"unreadable AMQP properties: {exc}"
         if body_size == 0:
             self._complete(channel, pending, b"")
 
@@ -458,7 +463,9 @@ class AMQPConnection:
             logger.warning("broker returned an unroutable message (channel %d)", channel)
             return
         assert pending.content is not None
-        self.listener.on_delivery(channel, pending.deliver, pending.content, body)
+        self.listener.on_delivery(
+            channel, pending.deliver, pending.content, body, pending.unreadable
+        )
 
 
 def _method_frame(channel: int, method: Any) -> bytes:

@@ -49,7 +49,14 @@ from celeriac.transports.amqp.connection import (
     ConnectionParams,
 )
 from celeriac.transports.amqp.params import parse_urls
-from celeriac.transports.base import Capabilities, Delivery, QueueSpec, TransportOptions
+from celeriac.transports.base import (
+    Capabilities,
+    Delivery,
+    QueueSpec,
+    TransportOptions,
+    dead_letter_by_publishing,
+    log_dead_letter,
+)
 
 logger = logging.getLogger("celeriac.transports.amqp")
 
@@ -98,6 +105,8 @@ class AMQPTransport:
         self._wanted_queues: tuple[str, ...] = ()
         self._cancelled_by_broker: set[str] = set()
         self._buffer: deque[Delivery] = deque()
+        #: Deliveries whose properties did not decode, with why: dead-lettered by ``fetch``.
+        self._unreadable: list[tuple[Delivery, str]] = []
         self._outstanding: set[int] = set()  # returned by fetch, not yet settled
         self._prefetch = 0
         self._qos_sent = 0
@@ -160,11 +169,24 @@ class AMQPTransport:
         if limit <= 0 or not queues:
             return []
         deadline = time.monotonic() + timeout
-        return self._run(lambda conn: self._fetch_on(conn, tuple(queues), limit, deadline))
+        deliveries = self._run(lambda conn: self._fetch_on(conn, tuple(queues), limit, deadline))
+        if self._unreadable:
+            self._dead_letter_unreadable()
+        return deliveries
+
+    def _dead_letter_unreadable(self) -> None:
+        """Messages whose properties did not decode: logged and moved, body as it came."""
+        unreadable, self._unreadable = self._unreadable, []
+        for delivery, reason in unreadable:
+            log_dead_letter(f"without an id (delivery {delivery.tag!r})", delivery.queue, reason)
+        self.dead_letter(unreadable)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         channel = self._consume_channel
         self._settle(deliveries, lambda tag, multiple: codec.ack_frame(channel, tag, multiple))
+
+    def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
+        dead_letter_by_publishing(self, items)
 
     def reject(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         channel = self._consume_channel
@@ -346,6 +368,7 @@ class AMQPTransport:
         deliver: tuple[str, int, bool, str, str],
         content: tuple[str, str, dict[str, Any], dict[str, Any]],
         body: bytes,
+        unreadable: str | None = None,
     ) -> None:
         consumer_tag, delivery_tag, redelivered, exchange, routing_key = deliver
         content_type, content_encoding, headers, properties = content
@@ -353,7 +376,11 @@ class AMQPTransport:
             body, headers, properties, content_type, content_encoding, exchange, routing_key
         )
         queue = self._consumer_queues.get(consumer_tag, routing_key)
-        self._buffer.append(Delivery(envelope, (self._epoch, delivery_tag), queue, redelivered))
+        delivery = Delivery(envelope, (self._epoch, delivery_tag), queue, redelivered)
+        if unreadable is None:
+            self._buffer.append(delivery)
+        else:
+            self._unreadable.append((delivery, unreadable))
 
     def on_confirm(self, channel: int, delivery_tag: int, multiple: bool, ack: bool) -> None:
         if channel != self._publish_channel:

@@ -89,8 +89,12 @@ class Doorbell:
         for queue in queues:
             buffer = self.buffers.get(queue)
             while buffer and len(deliveries) < limit:
-                envelope, redelivered = envelope_codec.decode(buffer.popleft())
                 tag = ("fanout", next(self._tags))
+                try:
+                    envelope, redelivered = envelope_codec.decode(buffer.popleft())
+                except Exception as exc:  # this broadcast copy only: nothing holds it
+                    logger.error("Dropped broadcast message %s for queue %r: %s", tag, queue, exc)
+                    continue
                 deliveries.append(Delivery(envelope, tag, queue, redelivered))
         return deliveries
 

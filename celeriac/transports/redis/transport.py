@@ -45,7 +45,15 @@ from typing import Any, TypeVar
 import redis
 
 from celeriac.protocol.message import Envelope
-from celeriac.transports.base import Capabilities, Delivery, QueueSpec, TransportOptions
+from celeriac.transports.base import (
+    Capabilities,
+    Delivery,
+    QueueSpec,
+    TransportOptions,
+    dead_letter_by_publishing,
+    dead_letter_queue,
+    log_dead_letter,
+)
 from celeriac.transports.redis import envelope as envelope_codec
 from celeriac.transports.redis.connection import (
     RETRYABLE,
@@ -110,6 +118,7 @@ class RedisTransport:
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url
         self.options = options or TransportOptions()
+        self._limits = self.options.limits
         extra: Mapping[str, Any] = self.options.transport_options
         self._pool = connection_pool(url, self.options)
         self._client = redis.Redis(connection_pool=self._pool)
@@ -302,12 +311,30 @@ class RedisTransport:
             raise
         decode = envelope_codec.decode
         deliveries = []
+        undecodable: list[tuple[int, bytes, str]] = []
         for index in range(0, len(reply), 2):
-            envelope, redelivered = decode(reply[index + 1])
             tag = first_tag + index // 2
-            deliveries.append(Delivery(envelope, tag, owners[reply[index] - 1], redelivered))
-        self._next_tag = first_tag + len(deliveries)
+            queue = owners[reply[index] - 1]
+            try:
+                envelope, redelivered = decode(reply[index + 1], limits=self._limits)
+            except Exception as exc:  # RecursionError and MemoryError too: this message only
+                undecodable.append((tag, reply[index + 1], queue))
+                log_dead_letter(f"at position {index // 2} of a fetch", queue, exc)
+                continue
+            deliveries.append(Delivery(envelope, tag, queue, redelivered))
+        self._next_tag = first_tag + len(reply) // 2
+        if undecodable:
+            self._dead_letter_raw(undecodable)
         return deliveries
+
+    def _dead_letter_raw(self, entries: Sequence[tuple[int, bytes, str]]) -> None:
+        """Move held entries that do not decode, as they are, to their dead-letter lists."""
+        commands: list[tuple[Any, ...]] = [
+            ("LPUSH", self._keys.list_key(dead_letter_queue(queue), 0), raw)
+            for _, raw, queue in entries
+        ]
+        commands.append(("HDEL", self._keys.held_key(self._holder), *(t for t, _, _ in entries)))
+        self._commands().pipeline(commands)
 
     def _ordered(self, queues: Sequence[str]) -> list[str]:
         if self._queue_order == "sorted":
@@ -329,6 +356,9 @@ class RedisTransport:
         if tags:
             held = self._keys.held_key(self._holder)
             self._call("ack", lambda: self._commands().call("HDEL", held, *tags))
+
+    def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
+        dead_letter_by_publishing(self, items)
 
     def reject(self, deliveries: Sequence[Delivery], requeue: bool) -> None:
         if not requeue:
