@@ -220,7 +220,8 @@ class Consumer:
             {
                 "exchange": envelope.exchange,
                 "routing_key": envelope.routing_key or delivery.queue,
-                "redelivered": delivery.redelivered,
+                # A copy sent back after its process died is a redelivery too.
+                "redelivered": delivery.redelivered or LOST_HEADER in headers,
                 "priority": envelope.properties.get("priority"),
             },
             soft_limit if soft_limit is not None else flags.soft_time_limit,

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from celeriac.exceptions import InvalidMessageError, NotRegistered
+from celeriac.exceptions import ContentDisallowed, InvalidMessageError, NotRegistered
 from celeriac.protocol.message import Envelope, build_task_envelope
 from tests.e2e.worker_harness import broker, log_lines, publish_raw, shared_worker, wait_until
 from tests.support import WorkerProcess
@@ -86,7 +86,7 @@ def test_unknown_task_fails_fast_for_the_caller(started: tuple[WorkerProcess, Mo
     assert_worker_survived(worker, wtasks)
 
 
-def test_unaccepted_content_type_is_discarded(started: tuple[WorkerProcess, ModuleType]) -> None:
+def test_unaccepted_content_type_is_refused(started: tuple[WorkerProcess, ModuleType]) -> None:
     worker, wtasks = started
     pickled = envelope("wtasks.add", task_id := str(uuid.uuid4()), serializer="pickle")
     assert pickled.content_type == "application/x-python-serialize"
@@ -99,7 +99,8 @@ def test_unaccepted_content_type_is_discarded(started: tuple[WorkerProcess, Modu
     assert "application/x-python-serialize" in line
     assert "accept_content" in line
     assert_worker_survived(worker, wtasks)
-    assert wtasks.app.AsyncResult(task_id).state == "PENDING"  # never ran
+    with pytest.raises(ContentDisallowed):  # never ran; the caller learns why
+        wtasks.app.AsyncResult(task_id).get(timeout=5)
 
 
 def test_message_without_required_headers_is_discarded(
