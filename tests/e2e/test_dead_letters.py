@@ -22,6 +22,8 @@ from celeriac.exceptions import InvalidMessageError
 from celeriac.protocol.message import Envelope, build_task_envelope
 from celeriac.transports.base import DEAD_REASON_HEADER
 from celeriac.transports.redis import envelope as envelope_codec
+from tests.conformance.transport_amqp import BROKER as AMQP
+from tests.conformance.transport_amqp import create_vhost, delete_vhost
 from tests.e2e.worker_harness import (
     broker,
     log_lines,
@@ -46,6 +48,15 @@ def suicide():
 """
 
 REDIS = "redis://127.0.0.1:6379/5"
+
+
+def _nested(depth: int) -> object:
+    value: object = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
 BROKERS = {
     "sqlite": {},
     "redis": {"broker": REDIS, "backend": REDIS},
@@ -54,17 +65,33 @@ BROKERS = {
 Setup = tuple[WorkerProcess, ModuleType, Path]
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    scope="module",
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("amqp", marks=[pytest.mark.amqp, pytest.mark.redis]),
+    ],
+)
 def started(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Setup]:
-    if request.param == "redis":
+    urls = dict(BROKERS.get(request.param, {}))
+    vhost = None
+    if request.param == "amqp":  # results in Redis
+        vhost = create_vhost("dead")
+        urls = {"broker": f"{AMQP}/{vhost}", "backend": REDIS}
+    if request.param != "sqlite":
         flush_redis()
     directory = tmp_path_factory.mktemp(f"dead-{request.param}")
-    with shared_worker(directory, TASKS, "-c", "1", **BROKERS[request.param]) as (module, worker):
-        yield worker, module, directory
-    if request.param == "redis":
-        flush_redis()
+    try:
+        with shared_worker(directory, TASKS, "-c", "1", **urls) as (module, worker):
+            yield worker, module, directory
+    finally:
+        if vhost is not None:
+            delete_vhost(vhost)
+        if request.param != "sqlite":
+            flush_redis()
 
 
 def flush_redis() -> None:
@@ -203,3 +230,42 @@ def test_a_redis_entry_that_is_no_message_is_moved_as_it_is(entry: str, started:
     assert dead == raw or envelope_codec.decode(dead)[0].body == raw
     assert worker.process.poll() is None
     assert worker.output.count("Dead-lettered") == before + 1  # one line, no other
+
+
+# -- AMQP properties that do not decode ---------------------------------------------------
+
+
+@pytest.mark.amqp
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"deep": _nested(300)}, id="table-nested-300-deep"),
+        pytest.param({"id": "x", "task": "wtasks.add", "deep": [_nested(300)]}, id="in-array"),
+    ],
+)
+def test_amqp_properties_that_do_not_decode_move_the_message(
+    headers: dict[str, object], started: Setup
+) -> None:
+    worker, module, _ = started
+    if not module.app.broker_url.startswith("amqp"):
+        pytest.skip("AMQP properties are RabbitMQ's")
+    import pika
+
+    body = b"[[1, 2], {}, {}]"
+    before = worker.output.count("Dead-lettered")
+    with pika.BlockingConnection(pika.URLParameters(module.app.broker_url)) as connection:
+        channel = connection.channel()
+        channel.queue_declare("celery.dead", durable=True)
+        channel.queue_purge("celery.dead")
+        channel.basic_publish("", "celery", body, pika.BasicProperties(headers=headers))
+        good_task_runs(module, worker)
+        wait_until(
+            lambda: channel.queue_declare("celery.dead", passive=True).method.message_count,
+            message="the message in celery.dead",
+        )
+        _, _, dead = channel.basic_get("celery.dead", auto_ack=True)
+    assert dead == body  # as it came; only its properties could not be read
+    assert worker.process.poll() is None
+    lines = [line for line in worker.output.splitlines() if "Dead-lettered" in line]
+    assert len(lines) == before + 1
+    assert "AMQP" in lines[-1] and "deeper" in lines[-1]
