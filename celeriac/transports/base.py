@@ -129,7 +129,8 @@ class Transport(Protocol):
         """Put the messages back on their queues (``requeue``) or drop them."""
 
     def dead_letter(self, items: Sequence[tuple[Delivery, str]]) -> None:
-        """Move each message, with its reason, to its dead-letter queue; idempotent."""
+        """Move each message, with its reason, to its dead-letter queue (a copy there, then
+        the ack: a message acked already gets its copy all the same)."""
 
     def purge(self, queue: str) -> int:
         """Drop every ready message of the queue; return how many."""

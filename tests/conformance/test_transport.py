@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from celeriac.protocol.message import Envelope
-from celeriac.transports.base import Delivery, QueueSpec, Transport
+from celeriac.transports.base import (
+    DEAD_REASON_HEADER,
+    Delivery,
+    QueueSpec,
+    Transport,
+    dead_letter_queue,
+)
 
 from .conftest import Names, TransportFactory
 
@@ -306,6 +312,25 @@ def test_reject_without_requeue_drops(transport_factory: TransportFactory, names
     consumer.close()
 
     assert transport_factory().fetch([queue], 10, 0.2) == []
+
+
+def test_dead_letter_moves_the_message_with_its_reason(
+    transport_factory: TransportFactory, names: Names
+) -> None:
+    queue = names("dead")
+    consumer = transport_factory()
+    consumer.publish([message(queue, 1), message(queue, 2)])
+    bad, _unsettled = fetch_until(consumer, [queue], 2, within=5.0)
+
+    consumer.dead_letter([(bad, "InvalidMessageError: no good")])
+    consumer.close()  # the other one comes back; the dead-lettered one does not
+
+    other = transport_factory()
+    assert numbers(fetch_until(other, [queue], 1, within=5.0)) == [2]
+    [dead] = other.fetch([dead_letter_queue(queue)], 10, 5.0)
+    assert dead.envelope.body == bad.envelope.body
+    assert dead.envelope.headers[DEAD_REASON_HEADER] == "InvalidMessageError: no good"
+    assert dead.envelope.headers["n"] == 1
 
 
 def test_ack_and_reject_are_idempotent(transport: Transport, names: Names) -> None:
