@@ -385,6 +385,7 @@ class Celery:
             transport_options=conf.result_backend_transport_options or {},
             transport_factory=self.create_transport,
             oid=self.oid,
+            max_result_bytes=int(conf.result_max_size),
         )
         return create_backend(conf.result_backend, options)
 

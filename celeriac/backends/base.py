@@ -47,6 +47,8 @@ class BackendOptions:
     #: This client's id (the app's ``oid``, sent as every task message's ``reply_to``):
     #: the name of the queue ``rpc://`` replies come to.
     oid: str | None = None
+    #: A stored result larger than this (serialized) is stored as a FAILURE that says so.
+    max_result_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

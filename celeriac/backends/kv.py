@@ -23,9 +23,9 @@ from typing import Any
 
 from celeriac import states
 from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
-from celeriac.exceptions import TimeoutError
+from celeriac.exceptions import BackendStoreError, TimeoutError
 from celeriac.protocol import serializers
-from celeriac.protocol.results import loads_result
+from celeriac.protocol.results import exception_to_dict, loads_result
 
 #: ``celery-task-meta-<task_id>``: one task's meta.
 TASK_KEY_PREFIX = "celery-task-meta-"
@@ -36,16 +36,29 @@ GROUP_KEY_PREFIX = "celery-taskset-meta-"
 class MetaCodec:
     """Encodes stored values with the configured serializer and decodes them back."""
 
-    __slots__ = ("_accept", "_dumps", "content_type")
+    __slots__ = ("_accept", "_dumps", "_max", "content_type")
 
     def __init__(self, options: BackendOptions) -> None:
         serializer = serializers.get(options.serializer)
         self.content_type = serializer.content_type
         self._dumps = serializer.dumps
         self._accept = options.accept
+        self._max = options.max_result_bytes
 
     def encode(self, value: Any) -> bytes:
         return self._dumps(value)
+
+    def encode_meta(self, meta: Mapping[str, Any]) -> bytes:
+        """A task's meta; one whose result is over ``result_max_size`` is stored as a
+        FAILURE that says so, instead of the result."""
+        data = self._dumps(dict(meta))
+        if len(data) <= self._max:
+            return data
+        error = BackendStoreError(
+            f"result of {len(data):,} bytes is over result_max_size ({self._max:,})"
+        )
+        failed = {**meta, "status": states.FAILURE, "result": exception_to_dict(error)}
+        return self._dumps({**failed, "traceback": f"BackendStoreError: {error}"})
 
     def decode(self, data: bytes, content_type: str | None = None) -> Any:
         """Decode ``data``, written as ``content_type`` (default: the configured one)."""
@@ -144,7 +157,7 @@ class KeyValueBackend:
             writes: dict[str, bytes] = {}
             for key, meta in zip(keys, metas, strict=True):
                 if may_overwrite(statuses[key]):
-                    writes[key] = self.codec.encode(dict(meta))
+                    writes[key] = self.codec.encode_meta(meta)
                     statuses[key] = meta["status"]
             if writes:
                 self._write(list(writes.items()), self.expires)

@@ -119,7 +119,7 @@ class MemoryBackend(KeyValueBackend):
                 del store.chords_done[group_id]
             parts = store.chord_parts.setdefault(group_id, {})
             # The first report of a member counts; duplicates change nothing.
-            parts.setdefault(index, self.codec.encode(dict(meta)))
+            parts.setdefault(index, self.codec.encode_meta(meta))
             if len(parts) < size:
                 return None
             del store.chord_parts[group_id]

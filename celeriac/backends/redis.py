@@ -255,9 +255,9 @@ class RedisBackend(KeyValueBackend):
             return
         unit, amount = _expiry(self.expires)
         prefix = self._prefix + TASK_KEY_PREFIX
-        encode = self.codec.encode
+        encode = self.codec.encode_meta
         calls = [
-            ([prefix + meta["task_id"]], [encode(dict(meta)), unit, amount, codec])
+            ([prefix + meta["task_id"]], [encode(meta), unit, amount, codec])
             for meta in metas
         ]
         self._call("store", lambda: self._commands().scripts(self._store_script, calls))

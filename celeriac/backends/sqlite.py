@@ -266,7 +266,7 @@ class SQLiteBackend:
                 meta["task_id"],
                 meta["status"],
                 content_type,
-                self.codec.encode(dict(meta)),
+                self.codec.encode_meta(meta),
                 expires_at,
                 now,
             )
@@ -381,7 +381,7 @@ class SQLiteBackend:
                     index,
                     meta["task_id"],
                     self.codec.content_type,
-                    self.codec.encode(dict(meta)),
+                    self.codec.encode_meta(meta),
                     expires_at,
                 ),
             )
