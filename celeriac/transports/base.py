@@ -175,21 +175,27 @@ def dead_letter_by_publishing(transport: Transport, items: Sequence[tuple[Delive
         return
     queues = {dead_letter_queue(delivery.queue) for delivery, _ in items}
     transport.declare([QueueSpec(name) for name in sorted(queues)])
-    transport.publish([dead_letter_copy(delivery, reason) for delivery, reason in items])
+    transport.publish(
+        [
+            copy_to(delivery, dead_letter_queue(delivery.queue), {DEAD_REASON_HEADER: reason})
+            for delivery, reason in items
+        ]
+    )
     transport.ack([delivery for delivery, _ in items])
 
 
-def dead_letter_copy(delivery: Delivery, reason: str) -> Envelope:
-    """The message as it goes to its dead-letter queue: unchanged but for route and reason."""
+def copy_to(delivery: Delivery, queue: str, headers: Mapping[str, Any]) -> Envelope:
+    """The message with ``headers`` added, sent straight to ``queue`` (through the default
+    exchange: its own exchange could route the copy to other queues as well)."""
     envelope = delivery.envelope
     return Envelope(
         envelope.body,
-        {**envelope.headers, DEAD_REASON_HEADER: reason},
+        {**envelope.headers, **headers},
         dict(envelope.properties),
         envelope.content_type,
         envelope.content_encoding,
         exchange="",
-        routing_key=dead_letter_queue(delivery.queue),
+        routing_key=queue,
     )
 
 

@@ -34,12 +34,13 @@ from celeriac.exceptions import (
     TaskRevokedError,
     WorkerLostError,
 )
-from celeriac.protocol.message import Envelope, check_task_headers, parse_datetime, upgrade_v1
+from celeriac.protocol.message import check_task_headers, parse_datetime, upgrade_v1
 from celeriac.protocol.results import build_meta, exception_to_dict
 from celeriac.transports.base import (
     Delivery,
     QueueSpec,
     Transport,
+    copy_to,
     dead_letter_queue,
     log_dead_letter,
 )
@@ -104,7 +105,7 @@ class Consumer:
         self.to_ack: list[Delivery] = []
         self.to_drop: list[Delivery] = []
         self.to_requeue: list[Delivery] = []
-        #: Lost to a dead process: they go back with their count raised (``counted_copy``).
+        #: Lost to a dead process: they go back with their count raised.
         self.to_redeliver: list[Delivery] = []
         #: Messages that cannot be processed, with why: to their dead-letter queues.
         self.to_dead: list[tuple[Delivery, str]] = []
@@ -490,7 +491,13 @@ class Consumer:
             transport.reject(batch, requeue=True)
         if self.to_redeliver:
             lost, self.to_redeliver = self.to_redeliver, []
-            transport.publish([counted_copy(delivery) for delivery in lost])
+            # Straight back to the queue each came from, its count raised.
+            transport.publish(
+                [
+                    copy_to(d, d.queue, {LOST_HEADER: deliveries(d.envelope.headers) + 1})
+                    for d in lost
+                ]
+            )
             transport.ack(lost)
         if self.to_dead:
             dead, self.to_dead = self.to_dead, []
@@ -551,22 +558,6 @@ def deliveries(headers: Mapping[str, Any]) -> int:
     """How many processes this message has killed (``LOST_HEADER``; 0 when absent)."""
     value = headers.get(LOST_HEADER)
     return value if type(value) is int and value > 0 else 0
-
-
-def counted_copy(delivery: Delivery) -> Envelope:
-    """The message as it goes back after its process died: straight to the queue it came
-    from (a named exchange could copy it to others), its count raised."""
-    envelope = delivery.envelope
-    headers = {**envelope.headers, LOST_HEADER: deliveries(envelope.headers) + 1}
-    return Envelope(
-        envelope.body,
-        headers,
-        dict(envelope.properties),
-        envelope.content_type,
-        envelope.content_encoding,
-        exchange="",
-        routing_key=delivery.queue,
-    )
 
 
 def message_name(delivery: Delivery) -> str:
