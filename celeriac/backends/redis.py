@@ -257,8 +257,7 @@ class RedisBackend(KeyValueBackend):
         prefix = self._prefix + TASK_KEY_PREFIX
         encode = self.codec.encode_meta
         calls = [
-            ([prefix + meta["task_id"]], [encode(meta), unit, amount, codec])
-            for meta in metas
+            ([prefix + meta["task_id"]], [encode(meta), unit, amount, codec]) for meta in metas
         ]
         self._call("store", lambda: self._commands().scripts(self._store_script, calls))
 
