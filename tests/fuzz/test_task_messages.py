@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, reject
 from hypothesis import strategies as st
 
 from celeriac.exceptions import ContentDisallowed, DecodeError, InvalidMessageError
@@ -117,15 +117,18 @@ def test_bodies_with_any_embed(args: Any, kwargs: Any, embed: Any, name: str) ->
 
 @given(st.data(), st.sampled_from(["zlib", "bzip2", "lzma", None]))
 def test_spoiled_task_messages(data: st.DataObject, compressed: str | None) -> None:
-    envelope = build_task_envelope(
-        "t",
-        "i",
-        data.draw(arguments),
-        data.draw(keyword_arguments),
-        serializer=data.draw(st.sampled_from(SERIALIZERS)),
-        compression_name=compressed,
-        callbacks=data.draw(st.none() | st.lists(signatures, max_size=2)),
-    )
+    try:
+        envelope = build_task_envelope(
+            "t",
+            "i",
+            data.draw(arguments),
+            data.draw(keyword_arguments),
+            serializer=data.draw(st.sampled_from(SERIALIZERS)),
+            compression_name=compressed,
+            callbacks=data.draw(st.none() | st.lists(signatures, max_size=2)),
+        )
+    except OverflowError:  # msgpack writes no integer beyond 64 bits: no message to spoil
+        reject()
     envelope.body = data.draw(spoiled(envelope.body))
     if data.draw(st.booleans()):
         envelope.headers["compression"] = data.draw(json_values)
