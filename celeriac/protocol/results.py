@@ -144,6 +144,8 @@ def _synthesize(module: str, name: str) -> type[Exception]:
     key = (module, name)
     cls = _synthesized.get(key)
     if cls is None:
-        cls = type(name.rsplit(".", 1)[-1], (Exception,), {"__module__": module})
+        # type() refuses a NUL in a class name: stored data may hold one
+        class_name = name.rsplit(".", 1)[-1].replace("\0", "")
+        cls = type(class_name, (Exception,), {"__module__": module})
         _synthesized[key] = cls
     return cls
