@@ -372,7 +372,7 @@ def _check_signature(signature: Any, where: str) -> None:
         value = signature.get(name)
         if value is not None and not isinstance(value, kinds):
             raise InvalidMessageError(
-                f"embed {where}: signature {name} of type {type(value).__name__}"
+                f"embed {where}: a signature's {name} is a {type(value).__name__}"
             )
 
 

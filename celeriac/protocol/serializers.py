@@ -4,10 +4,11 @@ A serializer is found by its short name (``json``) or its MIME type
 (``application/json``). ``accept_content`` is turned once into a set of MIME types, so the
 worker's per-message check is a set lookup.
 
-Reading is bounded by :class:`~celeriac.protocol.limits.Limits`: :func:`loads` refuses a
-body over ``max_message_bytes``, and the readers that walk a value recursively (Python's
-json, PyYAML, a depth check after msgpack) refuse nesting deeper than ``max_depth``. orjson,
-the usual reader, refuses nesting deeper than 1024 itself, so the common case costs nothing.
+Reading is bounded by :class:`~celeriac.protocol.limits.Limits`: the readers that walk a
+value recursively (Python's json, PyYAML, a depth check after msgpack) refuse nesting deeper
+than ``max_depth``; orjson, the usual reader, refuses nesting deeper than 1024 itself, so
+the common case costs nothing. Sizes are bounded by the callers, which know whether they
+read a message or a result.
 """
 
 from __future__ import annotations
@@ -253,8 +254,10 @@ def json_parse(data: bytes | str, limits: Limits = DEFAULT_LIMITS) -> tuple[Any,
     (integers beyond 64 bits, NaN). Raises :class:`~celeriac.exceptions.DecodeError`."""
     try:
         value = orjson.loads(data)
-    except (orjson.JSONDecodeError, MemoryError):
+    except orjson.JSONDecodeError:
         return json_loads_exact(data, limits), False
+    except MemoryError as exc:
+        raise DecodeError(f"JSON too large to read: {exc}") from exc
     if _may_hold_long_int(data):
         return json_loads_exact(data, limits), False
     return value, True
@@ -305,7 +308,7 @@ def _json_nesting_exceeds(text: str, max_depth: int) -> bool:
 _NESTING = (list, dict, tuple)
 
 
-def nesting_exceeds(value: Any, max_depth: int) -> bool:
+def _nesting_exceeds(value: Any, max_depth: int) -> bool:
     """Whether the lists, tuples and dicts of a decoded ``value`` nest deeper than
     ``max_depth`` (a list of scalars is 1 level). One pass without recursion; a container
     of scalars alone, the usual case, is checked in one call in C."""
@@ -344,7 +347,7 @@ def _msgpack_loads(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         value = msgpack.unpackb(data, raw=False)
     except Exception as exc:  # msgpack's errors share no base class but Exception
         raise DecodeError(f"not valid msgpack: {exc}") from exc
-    if nesting_exceeds(value, limits.max_depth):
+    if _nesting_exceeds(value, limits.max_depth):
         raise _too_deep("msgpack", limits.max_depth)
     return value
 

@@ -192,9 +192,12 @@ def decode_value(data: bytes, offset: int, *, limits: Limits = DEFAULT_LIMITS) -
     """One typed field value at ``offset``: (value, offset after it). Raises
     :class:`FrameError` (see :func:`decode_table`)."""
     try:
-        return _decode_value(data, offset, limits.max_depth)
+        value, end = _decode_value(data, offset, limits.max_depth)
     except _MALFORMED as exc:
         raise _malformed("field value", exc) from exc
+    if end > len(data):  # a string cut short by the end of the data
+        raise FrameError("AMQP field value runs past the end of its frame")
+    return value, end
 
 
 def _decode_value(data: bytes, offset: int, depth: int) -> tuple[Any, int]:
