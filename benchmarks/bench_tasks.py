@@ -2,7 +2,8 @@
 
 ``BENCH_SYSTEM`` picks the library (``celery``; any other system is celeriac, in the build
 its interpreter has installed); ``BENCH_BROKER`` and ``BENCH_BACKEND`` the broker and result
-backend URLs; ``BENCH_BROKER_OPTIONS`` (JSON) the ``broker_transport_options``. The runner
+backend URLs; ``BENCH_BROKER_OPTIONS`` (JSON) the ``broker_transport_options``;
+``BENCH_RESULT_EXPIRES`` (seconds, optional) ``result_expires``. The runner
 sets them for its client processes and for the worker it starts with ``-A bench_tasks``.
 """
 
@@ -23,6 +24,8 @@ app = Celery(
     backend=os.environ.get("BENCH_BACKEND") or None,
 )
 app.conf.broker_transport_options = json.loads(os.environ.get("BENCH_BROKER_OPTIONS") or "{}")
+if os.environ.get("BENCH_RESULT_EXPIRES"):  # seconds; the soak keeps its result store small
+    app.conf.result_expires = float(os.environ["BENCH_RESULT_EXPIRES"])
 # Hide Celery's "broker_connection_retry" start-up deprecation warning; no effect on celeriac.
 app.conf.broker_connection_retry_on_startup = True
 

@@ -1,4 +1,5 @@
-"""CPU time of a process and of its children, read from ``/proc`` (Linux; no psutil needed).
+"""CPU time and memory of a process and of its children, read from ``/proc`` (Linux; no psutil
+needed).
 
 Read at the start and the end of a drain, the difference divided by the task count is the
 CPU each task cost in the worker's main process (fetch, dispatch, ack) and in its pool
@@ -75,3 +76,33 @@ class TreeCpu:
 
 def tree_cpu(pid: int, children: list[int]) -> TreeCpu:
     return TreeCpu(cpu_seconds(pid), sum(cpu_seconds(child) for child in children))
+
+
+def memory_kb(pid: int) -> dict[str, int] | None:
+    """Resident memory of one process in KiB (None if it is gone).
+
+    ``rss`` is ``VmRSS`` (what ``ps`` shows; a forked child counts the pages it still shares
+    with its parent), ``anon`` its anonymous part (``RssAnon``: the heap, where a leak shows),
+    and ``pss`` the proportional share from ``smaps_rollup`` (shared pages divided among the
+    processes that map them), when the kernel has it.
+    """
+    found: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "RssAnon"):
+                    found["rss" if key == "VmRSS" else "anon"] = int(value.split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if "rss" not in found:  # a zombie has no memory left
+        return None
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    found["pss"] = int(line.split()[1])
+                    break
+    except OSError:
+        pass
+    return found
