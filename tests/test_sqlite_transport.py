@@ -377,3 +377,19 @@ def test_a_dead_parents_messages_return_while_its_forked_child_lives(
         assert all(delivery.redelivered for delivery in back)
     finally:
         release.send("done")
+
+
+def test_a_row_that_does_not_decode_moves_to_the_dead_letter_queue_as_it_is(
+    broker: SQLiteTransport, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker.publish([message("q", 1), message("q", 2)])
+    with sqlite3.connect(database_path(url)) as db:  # written by something else, not celeriac
+        db.execute("UPDATE messages SET meta = ? WHERE id = 1", (b"\xff not a meta",))
+
+    assert numbers(broker.fetch(["q"], 10, 1.0)) == [2]
+
+    with sqlite3.connect(database_path(url)) as db:
+        rows = db.execute("SELECT queue, holder, meta FROM messages WHERE id = 1").fetchall()
+    assert rows == [("q.dead", None, b"\xff not a meta")]
+    [line] = [record.getMessage() for record in caplog.records if "Dead-lettered" in record.message]
+    assert "row 1" in line and "'q.dead'" in line

@@ -41,6 +41,7 @@ from celeriac.transports.base import (
     TransportOptions,
     bound_queues,
     dead_letter_by_publishing,
+    log_dead_letter,
 )
 from celeriac.transports.memory import decode_envelope, encode_meta
 
@@ -73,6 +74,8 @@ _SCHEMA = (
 )
 
 _INSERT = "INSERT INTO messages (queue, priority, body, meta) VALUES (?, ?, ?, ?)"
+#: A held row that does not decode goes to ``<queue>.dead`` as it is (``dead_letter_queue``).
+_MOVE_TO_DEAD = "UPDATE messages SET holder = NULL, queue = queue || '.dead'"
 _RETURNING = " RETURNING id, queue, priority, redelivered, body, meta"
 #: Ids per ``IN (…)`` list; far below SQLite's limit on bound parameters.
 _IDS_PER_STATEMENT = 500
@@ -449,7 +452,7 @@ class SQLiteTransport:
             if rows:
                 self._last_delivery = time.monotonic()
                 rows.sort(key=lambda row: (-row[2], row[0]))
-                return [_delivery(row) for row in rows]
+                return self._deliveries(rows)
             if not self._wait_for_change(conn, seen, deadline):
                 return []
 
@@ -475,6 +478,21 @@ class SQLiteTransport:
             if self._restore_if_due():
                 return True
 
+    def _deliveries(self, rows: Sequence[Any]) -> list[Delivery]:
+        """The rows as deliveries; a row that does not decode moves, as it is, to its queue's
+        dead-letter queue."""
+        deliveries = []
+        undecodable = []
+        for row in rows:
+            try:
+                deliveries.append(_delivery(row))
+            except Exception as exc:  # RecursionError and MemoryError too: this row only
+                log_dead_letter(f"in row {row[0]}", row[1], exc)
+                undecodable.append(row[0])
+        if undecodable:
+            self._settle_ids(undecodable, _MOVE_TO_DEAD)
+        return deliveries
+
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         self._settle(deliveries, "DELETE FROM messages")
 
@@ -490,10 +508,12 @@ class SQLiteTransport:
 
     def _settle(self, deliveries: Sequence[Delivery], action: str) -> None:
         """Apply ``action`` to the rows this transport still holds (so repeats are no-ops)."""
+        self._settle_ids([delivery.tag for delivery in deliveries], action)
+
+    def _settle_ids(self, ids: Sequence[Hashable], action: str) -> None:
         conn = self._connection()
-        if self._holder is None or not deliveries:
+        if self._holder is None or not ids:
             return
-        ids = [delivery.tag for delivery in deliveries]
         statements = [
             (f"{action} WHERE holder = ? AND id IN ({','.join('?' * len(chunk))})", chunk)
             for chunk in _chunks(ids)
