@@ -13,14 +13,24 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from tests.e2e.redis_server import RedisServer
 from tests.e2e.worker_harness import MODULE, wait_until
-from tests.faults.ledger import CONCURRENCY, KINDS, Faults, check, finished, load_app, read, settle
+from tests.faults.ledger import (
+    CONCURRENCY,
+    KINDS,
+    Faults,
+    check,
+    finished,
+    load_app,
+    publish,
+    read,
+    run_some_more,
+    settle,
+)
 from tests.faults.processes import children, kill_worker
 from tests.support import WorkerProcess
 
@@ -69,18 +79,6 @@ def broker(request: pytest.FixtureRequest) -> Broker:
     return Broker(
         "redis", quiet=2.5, settings={"broker": server.url, "broker_transport_options": options}
     )
-
-
-def publish(module: ModuleType, kind: str, rng: random.Random, count: int) -> list[str]:
-    """``count`` tasks of 20-40 ms: long enough that a kill finds them running."""
-    task = getattr(module, kind)
-    return [r.id for r in task.delay_many([(rng.uniform(0.02, 0.04),) for _ in range(count)])]
-
-
-def run_some_more(directory: Path, rng: random.Random) -> None:
-    """Wait until 8-30 more tasks have run: a random point of the drain, under load."""
-    target = len(finished(read(directory))) + rng.randint(8, 30)
-    wait_until(lambda: len(finished(read(directory))) >= target, timeout=30, message="progress")
 
 
 @pytest.mark.parametrize("kind", KINDS)
