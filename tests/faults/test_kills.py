@@ -41,14 +41,6 @@ INITIAL = 160
 PER_KILL = 20
 KILLS = 4
 
-#: The bug the child kills show (see docs/faults.md, "Bugs found").
-UNREPORTED_COMPLETIONS = (
-    "prefork: a child reports its completions only once it has run every job it holds (up "
-    "to 2 x BATCH); when it is killed, the jobs it had already finished are taken as lost "
-    "with the one it was running (pools/prefork.py _reap -> _fail_lost): with "
-    "reject_on_worker_lost they run again, else they are settled as WorkerLostError failures"
-)
-
 StartWorker = Callable[..., WorkerProcess]
 Project = Callable[[dict[str, str]], Path]
 
@@ -112,7 +104,7 @@ def test_worker_killed_under_load(
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param("late", marks=pytest.mark.xfail(strict=True, reason=UNREPORTED_COMPLETIONS)),
+        "late",
         "early",
     ],
 )
@@ -144,7 +136,6 @@ def test_pool_children_killed_under_load(
     check(scenario, kind, runs, sent, faults, only_running=True)
 
 
-@pytest.mark.xfail(strict=True, reason=UNREPORTED_COMPLETIONS)
 def test_task_finished_before_its_child_is_killed_runs_once(
     tmp_path: Path, project: Project, start_worker: StartWorker, request: pytest.FixtureRequest
 ) -> None:

@@ -352,10 +352,14 @@ class PreforkPool:
         child.pipe.close()
         done: list[Completion] = []
         for seq, job in child.queued.items():
-            if seq in begun:
-                done.append(
-                    self._fail_lost(job, exitcode, seq == running, now - self.slots[base + 1])
-                )
+            if seq == running:
+                done.append(self._fail_lost(job, exitcode, now - self.slots[base + 1]))
+            elif seq in begun:
+                # Finished before the child died, its completion not sent yet (a child
+                # reports a batch at once): it ran, so it is acked and never run again. Its
+                # result is what it stored (the child's results go out within RESULT_DELAY
+                # of the task's end: only a death inside that window loses one).
+                done.append(Completion(seq, states.STARTED))
             elif self.stopping:
                 done.append(Completion(seq, states.PENDING, ran=False))
             else:
@@ -370,10 +374,9 @@ class PreforkPool:
             )
         return done
 
-    def _fail_lost(
-        self, job: Job, exitcode: int | None, was_running: bool, runtime: float
-    ) -> Completion:
-        if was_running and job.hard_time_limit and runtime > job.hard_time_limit:
+    def _fail_lost(self, job: Job, exitcode: int | None, runtime: float) -> Completion:
+        """The job that was running when its child died."""
+        if job.hard_time_limit and runtime > job.hard_time_limit:
             error: Exception = TimeLimitExceeded(job.hard_time_limit)
         else:
             error = WorkerLostError(
