@@ -275,15 +275,16 @@ def explained_repeats(runs: list[Run], task_id: str, faults: Faults) -> bool:
 
 
 def finished_before_the_kill(runs: list[Run], faults: Faults) -> int:
-    """Finished runs, in killed processes, of tasks that ran again, that were not the last
-    run their process started: they had ended before the run the kill interrupted."""
-    done = finished(runs)
-    last = {run.pid: run for run in runs}  # in start order: the last one wins
+    """Runs that had to be repeated (every finished run of a task but its last) in killed
+    processes that were not the last run their process started: they had ended before the
+    run the kill interrupted."""
+    last_of_process = {run.pid: run for run in runs}  # in start order: the last one wins
+    last_of_task = {run.task_id: run for run in runs if run.ended is not None}
     return sum(
         1
         for run in runs
         if run.ended is not None
-        and done[run.task_id] > 1
+        and last_of_task[run.task_id] is not run
         and (run.pid in faults.killed or run.ppid in faults.killed)
-        and last[run.pid] is not run
+        and last_of_process[run.pid] is not run
     )
