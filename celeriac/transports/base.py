@@ -36,10 +36,16 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from celeriac.exceptions import OperationalError
 from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 from celeriac.protocol.message import Envelope
 
 logger = logging.getLogger("celeriac.transport")
+
+
+class BrokerStorageFull(OperationalError):
+    """The broker cannot store more for now (its disk is full): nothing of the call was
+    done, and the same call may succeed once there is room again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,14 +27,15 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.message import Envelope
 from celeriac.transports.base import (
+    BrokerStorageFull,
     Capabilities,
     Delivery,
     QueueSpec,
@@ -240,6 +241,26 @@ def _reserve_statement(queue_count: int) -> str:
     return f"UPDATE messages SET holder = ? WHERE id IN (SELECT id FROM ({candidates})){_RETURNING}"
 
 
+_NO_ROOM = (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _no_room_is_temporary(method: _Method) -> _Method:
+    """A full disk (or a failed write) raises :class:`BrokerStorageFull`: the caller may
+    keep what it was sending and try again later, instead of ending on SQLite's error."""
+
+    @functools.wraps(method)
+    def wrapper(self: SQLiteTransport, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _NO_ROOM:
+                raise
+            raise BrokerStorageFull(f"the broker file {self.path} cannot grow: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _chunks(ids: Sequence[Hashable]) -> Iterator[Sequence[Hashable]]:
     for start in range(0, len(ids), _IDS_PER_STATEMENT):
         yield ids[start : start + _IDS_PER_STATEMENT]
@@ -364,6 +385,7 @@ class SQLiteTransport:
                 [(spec.exchange, spec.binding_key, spec.name) for spec in bound],
             )
 
+    @_no_room_is_temporary
     def publish(self, envelopes: Sequence[Envelope]) -> None:
         if not envelopes:
             return
@@ -419,6 +441,7 @@ class SQLiteTransport:
             )
         return routes
 
+    @_no_room_is_temporary
     def fetch(
         self, queues: Sequence[str], limit: int, timeout: float, ack: Sequence[Delivery] = ()
     ) -> list[Delivery]:
@@ -510,6 +533,7 @@ class SQLiteTransport:
         """Apply ``action`` to the rows this transport still holds (so repeats are no-ops)."""
         self._settle_ids([delivery.tag for delivery in deliveries], action)
 
+    @_no_room_is_temporary
     def _settle_ids(self, ids: Sequence[Hashable], action: str) -> None:
         conn = self._connection()
         if self._holder is None or not ids:

@@ -37,6 +37,7 @@ from celeriac.exceptions import (
 from celeriac.protocol.message import check_task_headers, parse_datetime, upgrade_v1
 from celeriac.protocol.results import build_meta, exception_to_dict
 from celeriac.transports.base import (
+    BrokerStorageFull,
     Delivery,
     QueueSpec,
     Transport,
@@ -59,6 +60,9 @@ UPKEEP_INTERVAL = 0.25
 ACK_DELAY = 0.005
 #: Longest blocking fetch when idle, so shutdown requests are seen promptly.
 IDLE_FETCH_TIMEOUT = 0.1
+#: While the broker is full: the pause between tries, and between two log lines (seconds).
+FULL_RETRY_DELAY = 0.2
+FULL_WARNING_INTERVAL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,7 @@ class Consumer:
         self.seq = 0
         self.processed = 0
         self.next_upkeep = 0.0
+        self.next_full_warning = 0.0
         self.stopping = False
         conf = app.conf
         self.default_acks_late = bool(conf.task_acks_late)
@@ -152,7 +157,12 @@ class Consumer:
             timeout = 0.0 if busy else self.idle_timeout()
             # The acks gathered so far ride along: one round trip settles and refills.
             acks, self.to_ack, self.ack_since = self.to_ack, [], 0.0
-            deliveries = self.transport.fetch(self.queue_names, room, timeout, acks)
+            try:
+                deliveries = self.transport.fetch(self.queue_names, room, timeout, acks)
+            except BrokerStorageFull as exc:
+                self.to_ack = acks + self.to_ack  # kept: they go with a later call
+                self.wait_for_room(exc)
+                deliveries = []
             fetched = len(deliveries)
             for delivery in deliveries:
                 self.receive(delivery)
@@ -474,34 +484,49 @@ class Consumer:
         the oldest has waited ``ACK_DELAY``: each ack is a broker round trip (a write
         transaction on SQLite), and one per loop turn moved only one or two messages.
         """
+        try:
+            self._flush(force)
+        except BrokerStorageFull as exc:  # what was not sent is kept for the next flush
+            self.wait_for_room(exc)
+
+    def _flush(self, force: bool) -> None:
         transport = self.transport
         if self.to_ack:
             now = time.monotonic()
             if not self.ack_since:
                 self.ack_since = now
             if force or len(self.to_ack) >= self.refill_at or now - self.ack_since >= ACK_DELAY:
-                batch, self.to_ack = self.to_ack, []
+                transport.ack(self.to_ack)
+                self.to_ack = []
                 self.ack_since = 0.0
-                transport.ack(batch)
+        # Each list is emptied only once its call went through.
         if self.to_drop:
-            batch, self.to_drop = self.to_drop, []
-            transport.reject(batch, requeue=False)
+            transport.reject(self.to_drop, requeue=False)
+            self.to_drop = []
         if self.to_requeue:
-            batch, self.to_requeue = self.to_requeue, []
-            transport.reject(batch, requeue=True)
+            transport.reject(self.to_requeue, requeue=True)
+            self.to_requeue = []
         if self.to_redeliver:
-            lost, self.to_redeliver = self.to_redeliver, []
             # Straight back to the queue each came from, its count raised.
             transport.publish(
                 [
                     copy_to(d, d.queue, {LOST_HEADER: deliveries(d.envelope.headers) + 1})
-                    for d in lost
+                    for d in self.to_redeliver
                 ]
             )
-            transport.ack(lost)
+            transport.ack(self.to_redeliver)
+            self.to_redeliver = []
         if self.to_dead:
-            dead, self.to_dead = self.to_dead, []
-            transport.dead_letter(dead)
+            transport.dead_letter(self.to_dead)
+            self.to_dead = []
+
+    def wait_for_room(self, error: BrokerStorageFull) -> None:
+        """The broker is full: say so (once a while, not per loop) and pause a little."""
+        now = time.monotonic()
+        if now >= self.next_full_warning:
+            self.next_full_warning = now + FULL_WARNING_INTERVAL
+            logger.error("%s; keeping what is unsent and trying again", error)
+        time.sleep(FULL_RETRY_DELAY)
 
     # -- shutdown
     def release_held(self) -> None:
