@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,8 @@ def test_worker_killed_under_load(
     for kill in range(KILLS):
         run_some_more(directory, rng)
         # Every other kill spares the children: they must die of their parent's death.
-        faults.kill(kill_worker(worker, with_children=kill % 2 == 1))
+        at = time.time()
+        faults.kill(kill_worker(worker, with_children=kill % 2 == 1), at)
         sent += publish(wtasks, kind, rng, PER_KILL)
         worker = start_worker(directory, MODULE, "-c", str(CONCURRENCY))
 
@@ -121,8 +123,9 @@ def test_pool_children_killed_under_load(
         run_some_more(directory, rng)
         pool = wait_until(lambda: children(worker.process.pid), message="pool children")
         victim = rng.choice(pool)
+        at = time.time()
         os.kill(victim, signal.SIGKILL)
-        faults.kill([victim])
+        faults.kill([victim], at)
 
     runs = settle(directory, sent, faults, quiet=broker.quiet)
     assert worker.process.poll() is None, worker.output
@@ -144,9 +147,9 @@ def test_task_finished_before_its_child_is_killed_runs_once(
     assert finished_one.ended is not None
     assert [finished_one.task_id, running.task_id] == sent[:2]
 
-    os.kill(running.pid, signal.SIGKILL)
     faults = Faults()
-    faults.kill([running.pid])
+    faults.kill([running.pid], time.time())
+    os.kill(running.pid, signal.SIGKILL)
 
     runs = settle(directory, sent, faults, quiet=0.5)
     # The first had finished, unreported, in the killed child: it must not run again.
