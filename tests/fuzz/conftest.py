@@ -4,7 +4,7 @@
 (derandomized), so CI fails on a change, not on a draw. ``long`` runs 20,000 fresh ones
 per test, for a fuzzing session (``docs/fuzzing.md``)::
 
-    HYPOTHESIS_PROFILE=long python -m pytest tests/fuzz -q --timeout=0
+    HYPOTHESIS_PROFILE=long python -m pytest tests/fuzz -q --timeout=0 -p no:logging
 
 Neither keeps an example database: a failure prints the ``@reproduce_failure`` line that
 replays it. Each property checks its own time bound (``tests.fuzz.support.settle``), so
