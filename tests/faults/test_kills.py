@@ -43,13 +43,6 @@ PER_KILL = 20
 KILLS = 4
 
 #: The bug the whole-worker kills show (see docs/faults.md, "Bugs found").
-UNACKED_UNTIL_BATCH_ENDS = (
-    "prefork: a child reports its finished jobs only once it has run every job it holds (up "
-    "to 2 x BATCH), so an acks_late task stays unacked until its batch-mates are done too; "
-    "a worker killed meanwhile has it run again though it ended long before the kill (up to "
-    "7 task lengths per child); Celery acks each task as it finishes"
-)
-
 StartWorker = Callable[..., WorkerProcess]
 Project = Callable[[dict[str, str]], Path]
 
@@ -164,7 +157,6 @@ def test_task_finished_before_its_child_is_killed_runs_once(
     assert [finished(runs)[task_id] for task_id in sent] == [1, 1, 1, 1]
 
 
-@pytest.mark.xfail(strict=True, reason=UNACKED_UNTIL_BATCH_ENDS)
 def test_tasks_finished_before_their_worker_is_killed_run_once(
     tmp_path: Path, project: Project, start_worker: StartWorker, request: pytest.FixtureRequest
 ) -> None:
@@ -180,6 +172,6 @@ def test_tasks_finished_before_their_worker_is_killed_run_once(
     start_worker(directory, MODULE, "-c", "1")
 
     runs = settle(directory, sent, faults, quiet=1.5)
-    # The first two had ended 0.6 s and 0.3 s before the kill (acked at once, in Celery);
+    # The first two had ended 0.6 s and 0.3 s before the kill (reported and acked then);
     # the third, cut short, ends once, in the new worker.
     assert [finished(runs)[task_id] for task_id in sent] == [1, 1, 1, 1]

@@ -59,6 +59,9 @@ _IDLE = -1.0
 #: Results of finished jobs are stored in batches, but never later than this (seconds)
 #: after the job ended, even while the next job of the batch runs for minutes.
 RESULT_DELAY = 0.005
+#: A child reports its finished jobs once it has worked this long since it last did
+#: (seconds): a worker killed then runs again only what ended within that span.
+REPORT_AFTER = 0.005
 _PR_SET_PDEATHSIG = 1
 #: How often a warm stop looks at the hard time limits of the tasks it waits for (seconds).
 _STOP_UPKEEP = 0.25
@@ -127,6 +130,7 @@ def _child_main(
                 break
             completions = []
             runtimes = []
+            reported = time.time()
             for payload in batches:
                 jobs = _loads(payload)
                 if jobs is None:
@@ -138,10 +142,17 @@ def _child_main(
                     slots[base] = job.seq
                     slots[base + 1] = started = time.time()
                     completions.append(executor.run(job))
-                    runtimes.append(time.time() - started)
+                    ended = time.time()
+                    runtimes.append(ended - started)
                     slots[base + 2] = job.seq
                     slots[base] = _IDLE
                     done += 1
+                    if ended - reported > REPORT_AFTER:
+                        # Quick jobs are reported a batch at once; slower ones soon after
+                        # they end, so their late acks go out before the next one ends.
+                        executor.sink.flush()
+                        pipe.send(_dumps((completions, runtimes)))
+                        completions, runtimes, reported = [], [], ended
             executor.sink.flush()
             pipe.send(_dumps((completions, runtimes)))
             if (limit and done >= limit) or slots[stop_slot]:
