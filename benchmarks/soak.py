@@ -40,7 +40,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from procstat import broker_pids, children_of, cpu_seconds, memory_kb
+from scenarios import stop_worker
 from targets import REPO_DIR, Target, TargetFactory, probe, scheme
 from targets import _without_password as without_password
 
@@ -251,17 +251,6 @@ def soak_env(target: Target, options: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """SIGTERM (a warm shutdown), then whatever is left of its process group is killed."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 def wait_for_children(workers: list[subprocess.Popen[bytes]], count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -340,16 +329,16 @@ def soak(options: argparse.Namespace, out: Path) -> dict[str, Any]:
             time.sleep(max(0.0, options.interval - (time.monotonic() - started) % options.interval))
         elapsed = time.monotonic() - started
         if client.poll() is None:  # the time ran out
-            stop(client, 10)
+            stop_worker(client, warm=True, timeout=10)
         stdout = client.stdout.read().decode() if client.stdout else ""
         client.wait()
         with contextlib.suppress(ValueError, IndexError):
             answer = json.loads(stdout.strip().splitlines()[-1])
     finally:
         if client is not None and client.poll() is None:
-            stop(client, 10)
+            stop_worker(client, warm=True, timeout=10)
         for worker in workers:
-            stop(worker)
+            stop_worker(worker, warm=True)
         for log in logs:
             log.close()
         for path in target.workdir.glob("*.log"):
