@@ -63,6 +63,12 @@ class FrameError(DecodeError):
     """The peer sent bytes that are not valid AMQP 0-9-1, or beyond a decoding limit."""
 
 
+#: basic.deliver's arguments: consumer tag, delivery tag, redelivered, exchange, routing key.
+Deliver = tuple[str, int, bool, str, str]
+#: A content header's properties: content type, content encoding, headers, the others.
+Content = tuple[str, str, dict[str, Any], dict[str, Any]]
+
+
 # -- field tables ------------------------------------------------------------------------
 
 
@@ -414,7 +420,7 @@ def _decode_shortstr(data: bytes, offset: int) -> tuple[str, int]:
 
 def decode_properties(
     data: bytes, offset: int, flags: int, *, limits: Limits = DEFAULT_LIMITS
-) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+) -> Content:
     """Parse a property list: (content type, content encoding, headers, other properties).
 
     Raises :class:`FrameError` for continuation flags, a list that runs past the end of
@@ -493,7 +499,7 @@ def nack_frame(channel: int, delivery_tag: int, multiple: bool, requeue: bool) -
     return frame(FRAME_METHOD, channel, b"\x00\x3c\x00\x78" + _ack.pack(delivery_tag, bits))
 
 
-def parse_deliver(payload: bytes) -> tuple[str, int, bool, str, str]:
+def parse_deliver(payload: bytes) -> Deliver:
     """basic.deliver arguments: consumer tag, delivery tag, redelivered, exchange, key.
 
     Raises :class:`FrameError` for a payload cut short or text that is not UTF-8.

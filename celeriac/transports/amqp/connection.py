@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pika import spec
 
 from celeriac.transports.amqp import codec
+from celeriac.transports.amqp.codec import Content, Deliver
 
 logger = logging.getLogger("celeriac.transports.amqp")
 
@@ -66,12 +67,7 @@ class FrameListener(Protocol):
     """Receives what the broker sends on its own initiative."""
 
     def on_delivery(
-        self,
-        channel: int,
-        deliver: tuple[str, int, bool, str, str],
-        content: tuple[str, str, dict[str, Any], dict[str, Any]],
-        body: bytes,
-        unreadable: str | None = None,
+        self, channel: int, deliver: Deliver, content: Content, body: bytes, unreadable: str | None
     ) -> None:
         """A message; ``unreadable`` says why its properties could not be read (then
         ``content`` is empty and only the body is the publisher's)."""
@@ -105,8 +101,8 @@ class ConnectionParams:
 class _PendingContent:
     """A delivery whose header/body frames are still arriving."""
 
-    deliver: tuple[str, int, bool, str, str] | None  # None: a basic.return being skipped
-    content: tuple[str, str, dict[str, Any], dict[str, Any]] | None = None
+    deliver: Deliver | None  # None: a basic.return being skipped
+    content: Content | None = None
     #: Why the properties could not be read, when they could not.
     unreadable: str | None = None
     body_size: int = 0
