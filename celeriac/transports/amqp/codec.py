@@ -278,16 +278,11 @@ def decode_table(
 
 def _decode_table(data: bytes, offset: int, depth: int) -> tuple[dict[str, Any], int]:
     # The hot spot of consuming (a task message carries ~20 headers): the values a task
-    # message holds (strings, nulls, booleans, 64-bit ints, [null, null] time limits and
-    # the empty stamps table) are decoded inline, without a call per value.
-    if depth <= 0:
-        raise FrameError("AMQP field table nested deeper than max_depth")
+    # message holds (strings, nulls, booleans, 64-bit ints) are decoded inline, without a
+    # call per value; its [null, null] time limits and empty stamps table with one.
+    start, end = _container_bounds(data, offset, depth, "table")
+    offset = start
     unpack_u32 = _u32.unpack_from
-    (size,) = unpack_u32(data, offset)
-    offset += 4
-    end = offset + size
-    if end > len(data):
-        raise FrameError(f"AMQP field table of {size} bytes runs past the end of its frame")
     table: dict[str, Any] = {}
     while offset < end:
         key_end = offset + 1 + data[offset]
@@ -310,22 +305,43 @@ def _decode_table(data: bytes, offset: int, depth: int) -> tuple[dict[str, Any],
         elif kind == 0x6C:  # l int64
             table[key] = _i64.unpack_from(data, key_end + 1)[0]
             offset = key_end + 9
-        elif kind == 0x41 and depth > 1 and data[key_end + 1 : key_end + 7] == _TWO_VOIDS:
-            table[key] = [None, None]
-            offset = key_end + 7
-        elif kind == 0x46 and depth > 1 and data[key_end + 1 : key_end + 5] == _EMPTY:
-            table[key] = {}
-            offset = key_end + 5
+        elif kind == 0x41 or kind == 0x46:  # A array, F table
+            table[key], offset = _decode_nested(kind, data, key_end + 1, depth - 1)
         else:
             table[key], offset = _decode_value(data, key_end, depth - 1)
     if offset != end:
-        raise FrameError(f"AMQP field table fields overrun its size of {size} bytes")
+        raise FrameError(f"AMQP field table fields overrun its size of {end - start} bytes")
     return table, end
+
+
+def _container_bounds(data: bytes, offset: int, depth: int, what: str) -> tuple[int, int]:
+    """Where the fields of the table or array at ``offset`` start and end. Raises
+    :class:`FrameError` if it may not open another level, or runs past the end of ``data``."""
+    if depth <= 0:
+        raise FrameError(f"AMQP field {what} nested deeper than max_depth")
+    (size,) = _u32.unpack_from(data, offset)
+    start = offset + 4
+    end = start + size
+    if end > len(data):
+        raise FrameError(f"AMQP field {what} of {size} bytes runs past the end of its frame")
+    return start, end
 
 
 #: Size prefixes as they appear on the wire: an array of two voids, an empty table.
 _TWO_VOIDS = b"\x00\x00\x00\x02VV"
 _EMPTY = b"\x00\x00\x00\x00"
+
+
+def _decode_nested(kind: int, data: bytes, offset: int, depth: int) -> tuple[Any, int]:
+    """The array (``kind`` A) or table (F) at ``offset``; a task message's usual ones,
+    the ``[None, None]`` time limits and the empty stamps, recognised by their bytes."""
+    if kind == 0x41:
+        if depth > 0 and data[offset : offset + 6] == _TWO_VOIDS:
+            return [None, None], offset + 6
+        return _decode_array(data, offset, depth)
+    if depth > 0 and data[offset : offset + 4] == _EMPTY:
+        return {}, offset + 4
+    return _decode_table(data, offset, depth)
 
 
 def _undecodable(raw: bytes) -> str | bytes:
@@ -336,19 +352,14 @@ def _undecodable(raw: bytes) -> str | bytes:
 
 
 def _decode_array(data: bytes, offset: int, depth: int) -> tuple[list[Any], int]:
-    if depth <= 0:
-        raise FrameError("AMQP field array nested deeper than max_depth")
-    (size,) = _u32.unpack_from(data, offset)
-    offset += 4
-    end = offset + size
-    if end > len(data):
-        raise FrameError(f"AMQP field array of {size} bytes runs past the end of its frame")
+    start, end = _container_bounds(data, offset, depth, "array")
+    offset = start
     values: list[Any] = []
     while offset < end:
         value, offset = _decode_value(data, offset, depth - 1)
         values.append(value)
     if offset != end:
-        raise FrameError(f"AMQP field array values overrun its size of {size} bytes")
+        raise FrameError(f"AMQP field array values overrun its size of {end - start} bytes")
     return values, end
 
 
@@ -430,7 +441,6 @@ def decode_properties(
         raise FrameError("basic properties with continuation flags are not supported")
     content_type = content_encoding = ""
     headers: dict[str, Any] = {}
-    properties: dict[str, Any] = {}
     try:
         if flags & _CONTENT_TYPE_FLAG:
             content_type, offset = _decode_shortstr(data, offset)
@@ -438,22 +448,29 @@ def decode_properties(
             content_encoding, offset = _decode_shortstr(data, offset)
         if flags & _HEADERS_FLAG:
             headers, offset = _decode_table(data, offset, limits.max_depth)
-        for name, flag, kind in _PROPERTY_FIELDS:
-            if not flags & flag:
-                continue
-            if kind == _SHORTSTR:
-                properties[name], offset = _decode_shortstr(data, offset)
-            elif kind == _OCTET:
-                properties[name] = data[offset]
-                offset += 1
-            else:
-                properties[name] = _u64.unpack_from(data, offset)[0]
-                offset += 8
+        properties, offset = _decode_other_properties(data, offset, flags)
     except _MALFORMED as exc:
         raise _malformed("basic properties", exc) from exc
     if offset > len(data):  # a short string cut short by the end of the frame
         raise FrameError("AMQP basic properties run past the end of their frame")
     return content_type, content_encoding, headers, properties
+
+
+def _decode_other_properties(data: bytes, offset: int, flags: int) -> tuple[dict[str, Any], int]:
+    """The properties after the headers, the ``Envelope.properties`` of a delivery."""
+    properties: dict[str, Any] = {}
+    for name, flag, kind in _PROPERTY_FIELDS:
+        if not flags & flag:
+            continue
+        if kind == _SHORTSTR:
+            properties[name], offset = _decode_shortstr(data, offset)
+        elif kind == _OCTET:
+            properties[name] = data[offset]
+            offset += 1
+        else:
+            properties[name] = _u64.unpack_from(data, offset)[0]
+            offset += 8
+    return properties, offset
 
 
 # -- frames --------------------------------------------------------------------------------
