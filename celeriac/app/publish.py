@@ -32,6 +32,7 @@ from celeriac.transports.base import QueueSpec, Transport
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
+    from celeriac.app.task import Context
 
 logger = logging.getLogger("celeriac.publish")
 
@@ -72,6 +73,81 @@ _NON_PUBLISH_OPTIONS = frozenset(
         "exchange_type",
     }
 )
+
+
+#: Call options that default to the task's attribute of the same name.
+_TASK_OPTIONS = (
+    "serializer",
+    "compression",
+    "priority",
+    "time_limit",
+    "soft_time_limit",
+    "expires",
+    "ignore_result",
+)
+
+
+def _default_to_task(options: dict[str, Any], task_type: Any) -> None:
+    for option in _TASK_OPTIONS:
+        if options.get(option) is None:
+            options[option] = getattr(task_type, option, None)
+
+
+def _calling_request() -> Context | None:
+    """The request of the task a call is made in; None outside tasks and in direct calls."""
+    task = _state.get_current_task()
+    if task is None or task.request.called_directly:
+        return None
+    return task.request
+
+
+def _ids_from_caller(root_id: str | None, parent_id: str | None) -> tuple[str | None, str | None]:
+    """Root and parent ids of a call, from the task it is made in where not given."""
+    request = _calling_request()
+    if request is None:
+        return root_id, parent_id
+    return root_id or request.root_id, parent_id or request.id
+
+
+def _times(
+    countdown: float | None,
+    eta: dt.datetime | str | None,
+    expires: float | dt.datetime | str | None,
+) -> tuple[str | None, str | None, int | None]:
+    """The ``eta`` and ``expires`` headers, and the broker's time to live in milliseconds."""
+    if countdown is None and eta is None and expires is None:
+        return None, None, None
+    now = dt.datetime.now(dt.UTC)
+    if countdown is not None:
+        eta = now + dt.timedelta(seconds=countdown)
+    eta_text = eta if isinstance(eta, str) or eta is None else isoformat(eta)
+    return (eta_text, *_expiry(expires, now))
+
+
+def _expiry(
+    expires: float | dt.datetime | str | None, now: dt.datetime
+) -> tuple[str | None, int | None]:
+    if isinstance(expires, int | float):
+        expires = now + dt.timedelta(seconds=expires)
+    if isinstance(expires, str):
+        # Kept as given (a retry passes its header on), but the broker TTL is still due.
+        parsed = parse_datetime(expires)
+        ttl = None if parsed is None else int((parsed - now).total_seconds() * 1000)
+        return expires, ttl
+    if isinstance(expires, dt.datetime):
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=dt.UTC)
+        return isoformat(expires), int((expires - now).total_seconds() * 1000)
+    return expires, None
+
+
+def _add_workflow(options: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Callbacks, errbacks, chain and chord of a call, its signatures as plain dicts."""
+    fields["callbacks"] = _signature_dicts(options.pop("link", None))
+    fields["errbacks"] = _signature_dicts(options.pop("link_error", None))
+    chain, chord = options.pop("chain", None), options.pop("chord", None)
+    fields["chain"] = [dict(step) for step in chain] if chain else None
+    fields["chord"] = dict(chord) if chord else None
 
 
 def _body_tuple(envelope: Envelope) -> tuple[Any, Any, Any]:
@@ -169,10 +245,7 @@ class Publisher:
             return [self.build(name, args, kwargs, task_type, **options) for args, kwargs in calls]
         root_id, parent_id = options.pop("root_id", None), options.pop("parent_id", None)
         template, route = self.template(name, task_type, options)
-        parent = _state.get_current_task()
-        if parent is not None and not parent.request.called_directly:
-            parent_id = parent_id or parent.request.id
-            root_id = root_id or parent.request.root_id
+        root_id, parent_id = _ids_from_caller(root_id, parent_id)
         built = []
         for task_id, (args, kwargs) in zip(new_task_ids(len(calls)), calls, strict=True):
             envelope = template.envelope(task_id, args or (), kwargs or {}, root_id, parent_id)
@@ -206,7 +279,37 @@ class Publisher:
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
     ) -> tuple[TaskMessageTemplate, Route]:
+        # Each step takes its options out of this copy; the rest become message properties.
         options = dict(options)
+        route = self._route(name, task_type, options, args, kwargs)
+        if task_type is not None:
+            _default_to_task(options, task_type)
+        priority = self._priority(options.pop("priority", None), route)
+        eta, expires, expiration_ms = _times(
+            options.pop("countdown", None), options.pop("eta", None), options.pop("expires", None)
+        )
+        ignore_result = options.pop("ignore_result", None)
+        fields = self._message_fields(options)
+        template = TaskMessageTemplate(
+            name,
+            eta=eta,
+            expires=expires,
+            expiration_ms=expiration_ms,
+            origin=self.origin,
+            priority=priority,
+            ignore_result=bool(self.ignore_result if ignore_result is None else ignore_result),
+            **fields,
+        )
+        return template, route
+
+    def _route(
+        self,
+        name: str,
+        task_type: Any,
+        options: dict[str, Any],
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+    ) -> Route:
         queue, exchange = options.pop("queue", None), options.pop("exchange", None)
         routing_key = options.pop("routing_key", None)
         route_options = (
@@ -214,86 +317,38 @@ class Publisher:
             if queue or exchange is not None or routing_key is not None
             else None
         )
-        route = self.routes.route(
+        return self.routes.route(
             name, getattr(task_type, "queue", None), args, kwargs, route_options, task_type
         )
-        if task_type is not None:
-            for option in (
-                "serializer",
-                "compression",
-                "priority",
-                "time_limit",
-                "soft_time_limit",
-                "expires",
-                "ignore_result",
-            ):
-                if options.get(option) is None:
-                    options[option] = getattr(task_type, option, None)
-        priority = options.pop("priority", None)
+
+    def _priority(self, priority: int | None, route: Route) -> int | None:
+        """The call's priority, else the calling task's (``task_inherit_parent_priority``),
+        else the route's, else ``task_default_priority``."""
         if priority is None and self.inherit_priority:
-            parent = _state.get_current_task()
-            if parent is not None and not parent.request.called_directly:
-                priority = parent.request.priority
+            request = _calling_request()
+            if request is not None:
+                priority = request.priority
         if priority is None:
             priority = route.priority if route.priority is not None else self.default_priority
-        eta_text, expires_text, expiration_ms = self._times(
-            options.pop("countdown", None), options.pop("eta", None), options.pop("expires", None)
-        )
-        link, link_error = options.pop("link", None), options.pop("link_error", None)
-        chain, chord = options.pop("chain", None), options.pop("chord", None)
-        ignore_result = options.pop("ignore_result", None)
-        known = {key: options.pop(key) for key in _TEMPLATE_OPTIONS if key in options}
+        return priority
+
+    def _message_fields(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The template's arguments from the rest of the call's options: those it knows
+        (this app's settings where a call gives none), then the others as properties."""
+        fields = {
+            key: value for key in _TEMPLATE_OPTIONS if (value := options.pop(key, None)) is not None
+        }
+        fields["serializer"] = fields.get("serializer") or self.serializer
+        fields["compression_name"] = fields.pop("compression", None) or self.compression
+        fields["reply_to"] = fields.get("reply_to") or self.reply_to
+        fields["delivery_mode"] = fields.get("delivery_mode") or self.delivery_mode
+        fields["extra_headers"] = fields.pop("headers", None)
+        _add_workflow(options, fields)
         extra_properties = {
             key: value for key, value in options.items() if key not in _NON_PUBLISH_OPTIONS
         }
-        template = TaskMessageTemplate(
-            name,
-            serializer=known.pop("serializer", None) or self.serializer,
-            compression_name=known.pop("compression", None) or self.compression,
-            eta=eta_text,
-            expires=expires_text,
-            expiration_ms=expiration_ms,
-            callbacks=_signature_dicts(link),
-            errbacks=_signature_dicts(link_error),
-            chain=[dict(step) for step in chain] if chain else None,
-            chord=dict(chord) if chord else None,
-            origin=self.origin,
-            reply_to=known.pop("reply_to", None) or self.reply_to,
-            priority=priority,
-            delivery_mode=known.pop("delivery_mode", None) or self.delivery_mode,
-            ignore_result=bool(ignore_result if ignore_result is not None else self.ignore_result),
-            extra_headers=known.pop("headers", None),
-            extra_properties=extra_properties or None,
-            **{key: value for key, value in known.items() if value is not None},
-        )
-        return template, route
-
-    @staticmethod
-    def _times(
-        countdown: float | None,
-        eta: dt.datetime | str | None,
-        expires: float | dt.datetime | str | None,
-    ) -> tuple[str | None, str | None, int | None]:
-        if countdown is None and eta is None and expires is None:
-            return None, None, None
-        now = dt.datetime.now(dt.UTC)
-        if countdown is not None:
-            eta = now + dt.timedelta(seconds=countdown)
-        eta_text = eta if isinstance(eta, str) or eta is None else isoformat(eta)
-        expiration_ms = None
-        if isinstance(expires, int | float):
-            expires = now + dt.timedelta(seconds=expires)
-        if isinstance(expires, str):
-            # Kept as given (a retry passes its header on), but the broker TTL is still due.
-            parsed = parse_datetime(expires)
-            if parsed is not None:
-                expiration_ms = int((parsed - now).total_seconds() * 1000)
-        elif isinstance(expires, dt.datetime):
-            if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=dt.UTC)
-            expiration_ms = int((expires - now).total_seconds() * 1000)
-            expires = isoformat(expires)
-        return eta_text, expires, expiration_ms
+        fields["extra_properties"] = extra_properties or None
+        return fields
 
     # -- sending
     def publish(

@@ -261,27 +261,46 @@ class RouteResolver:
         kwargs: Mapping[str, Any] | None = None,
     ) -> Route:
         if not (options.get("queue") or options.get("exchange") or options.get("routing_key")):
-            for router in self.routers:
-                found = router(task_name, args or (), kwargs or {}, options, task=task)
-                if found:
-                    options = {**_as_route_dict(found), **options}
-                    break
-        queue_option = options.get("queue") or task_queue or self.default_queue_name
-        queue = (
-            queue_spec(queue_option, self.default_exchange_type)
-            if not isinstance(queue_option, str)
-            else self.get_queue(queue_option)
+            options = self._ask_routers(task_name, options, task, args, kwargs)
+        queue = self._queue(options.get("queue") or task_queue or self.default_queue_name)
+        exchange, routing_key = _destination(
+            queue, options.get("exchange"), options.get("routing_key")
         )
-        exchange = options.get("exchange")
-        if exchange is not None and not isinstance(exchange, str):
-            exchange = exchange.name
-        routing_key = options.get("routing_key")
-        if exchange is None and routing_key is None and queue.exchange_type == "direct":
-            exchange, routing_key = "", queue.name
-        else:
-            exchange = queue.exchange if exchange is None else exchange
-            routing_key = queue.binding_key if routing_key is None else routing_key
         return Route(queue, exchange, routing_key, options.get("priority"))
+
+    def _ask_routers(
+        self,
+        task_name: str,
+        options: dict[str, Any],
+        task: Any,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """``options`` completed by the first router with an answer for the call."""
+        for router in self.routers:
+            found = router(task_name, args or (), kwargs or {}, options, task=task)
+            if found:
+                return {**_as_route_dict(found), **options}
+        return options
+
+    def _queue(self, queue: Any) -> QueueSpec:
+        """A queue given by name (from ``task_queues``, or created), or as a queue object."""
+        if isinstance(queue, str):
+            return self.get_queue(queue)
+        return queue_spec(queue, self.default_exchange_type)
+
+
+def _destination(queue: QueueSpec, exchange: Any, routing_key: str | None) -> tuple[str, str]:
+    """Exchange and routing key: the queue's own unless the call names them, and for a
+    queue on a direct exchange, the default exchange and the queue's name (Celery's rule)."""
+    if exchange is not None and not isinstance(exchange, str):
+        exchange = exchange.name
+    if exchange is None and routing_key is None and queue.exchange_type == "direct":
+        return "", queue.name
+    return (
+        queue.exchange if exchange is None else exchange,
+        queue.binding_key if routing_key is None else routing_key,
+    )
 
 
 def _as_route_dict(found: Any) -> dict[str, Any]:
