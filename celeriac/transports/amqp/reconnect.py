@@ -48,7 +48,7 @@ class Reconnector:
     ) -> None:
         extra = options.transport_options
         self._brokers = brokers
-        self._retry = options.connection_retry
+        self._retry = bool(options.connection_retry)
         self._interval_start = float(extra.get("interval_start", 0.0))
         self._interval_step = float(extra.get("interval_step", 0.5))
         self._interval_max = float(extra.get("interval_max", 5.0))
