@@ -87,7 +87,17 @@ _TASK_OPTIONS = (
 )
 
 
-def _default_to_task(options: dict[str, Any], task_type: Any) -> None:
+def _routing_options(options: dict[str, Any]) -> dict[str, Any] | None:
+    """The call's ``queue``/``exchange``/``routing_key``, taken out of ``options``; None
+    when it gives none (then the route is the task's, cached)."""
+    queue, exchange = options.pop("queue", None), options.pop("exchange", None)
+    routing_key = options.pop("routing_key", None)
+    if queue or exchange is not None or routing_key is not None:
+        return {"queue": queue, "exchange": exchange, "routing_key": routing_key}
+    return None
+
+
+def _default_to_task(options: dict[str, Any], task_type: object) -> None:
     for option in _TASK_OPTIONS:
         if options.get(option) is None:
             options[option] = getattr(task_type, option, None)
@@ -281,7 +291,10 @@ class Publisher:
     ) -> tuple[TaskMessageTemplate, Route]:
         # Each step takes its options out of this copy; the rest become message properties.
         options = dict(options)
-        route = self._route(name, task_type, options, args, kwargs)
+        task_queue = getattr(task_type, "queue", None)
+        route = self.routes.route(
+            name, task_queue, args, kwargs, _routing_options(options), task_type
+        )
         if task_type is not None:
             _default_to_task(options, task_type)
         priority = self._priority(options.pop("priority", None), route)
@@ -301,25 +314,6 @@ class Publisher:
             **fields,
         )
         return template, route
-
-    def _route(
-        self,
-        name: str,
-        task_type: Any,
-        options: dict[str, Any],
-        args: Sequence[Any] | None,
-        kwargs: Mapping[str, Any] | None,
-    ) -> Route:
-        queue, exchange = options.pop("queue", None), options.pop("exchange", None)
-        routing_key = options.pop("routing_key", None)
-        route_options = (
-            {"queue": queue, "exchange": exchange, "routing_key": routing_key}
-            if queue or exchange is not None or routing_key is not None
-            else None
-        )
-        return self.routes.route(
-            name, getattr(task_type, "queue", None), args, kwargs, route_options, task_type
-        )
 
     def _priority(self, priority: int | None, route: Route) -> int | None:
         """The call's priority, else the calling task's (``task_inherit_parent_priority``),

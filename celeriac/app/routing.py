@@ -283,7 +283,7 @@ class RouteResolver:
                 return {**_as_route_dict(found), **options}
         return options
 
-    def _queue(self, queue: Any) -> QueueSpec:
+    def _queue(self, queue: object) -> QueueSpec:
         """A queue given by name (from ``task_queues``, or created), or as a queue object."""
         if isinstance(queue, str):
             return self.get_queue(queue)

@@ -118,26 +118,32 @@ class AdminChannel:
         """Purge ``queue`` on the admin channel, or on ``channel`` (to keep order with
         what was sent there before)."""
         method = spec.Queue.Purge(queue=queue)
-        try:
-            if channel is None:
-                reply = self._rpc(conn, method, spec.Queue.PurgeOk)
-            else:
-                reply = conn.rpc(channel, method, spec.Queue.PurgeOk)
-        except ChannelError as exc:
-            if exc.reply_code == NOT_FOUND:
-                return 0
-            raise OperationalError(f"purging queue {queue!r} failed: {exc}") from exc
-        return int(reply.message_count)
+        return self._message_count(
+            conn, method, spec.Queue.PurgeOk, f"purging queue {queue!r}", channel
+        )
 
     def size(self, conn: AMQPConnection, queue: str) -> int:
+        method = spec.Queue.Declare(queue=queue, passive=True)
+        return self._message_count(conn, method, spec.Queue.DeclareOk, f"sizing queue {queue!r}")
+
+    def _message_count(
+        self,
+        conn: AMQPConnection,
+        method: Any,
+        expected: type,
+        doing: str,
+        channel: int | None = None,
+    ) -> int:
+        """The message count the reply to ``method`` gives; 0 for a queue that does not exist."""
         try:
-            reply = self._rpc(
-                conn, spec.Queue.Declare(queue=queue, passive=True), spec.Queue.DeclareOk
-            )
+            if channel is None:
+                reply = self._rpc(conn, method, expected)
+            else:
+                reply = conn.rpc(channel, method, expected)
         except ChannelError as exc:
             if exc.reply_code == NOT_FOUND:
                 return 0
-            raise OperationalError(f"sizing queue {queue!r} failed: {exc}") from exc
+            raise OperationalError(f"{doing} failed: {exc}") from exc
         return int(reply.message_count)
 
     def _rpc(self, conn: AMQPConnection, method: Any, expected: type) -> Any:
