@@ -55,7 +55,7 @@ class AMQPTransport:
         self._admin = AdminChannel()
         self._consuming = ConsumeChannel(self._admin, int(extra.get("prefetch_count") or 0))
         self._publishing = PublishChannel(extra)
-        self._link = Reconnector(
+        self._reconnector = Reconnector(
             self._brokers, self.options, self, (self._consuming, self._publishing, self._admin)
         )
 
@@ -65,7 +65,7 @@ class AMQPTransport:
     # -- the Transport interface -------------------------------------------------------
 
     def declare(self, queues: Sequence[QueueSpec]) -> None:
-        self._link.run(lambda conn: self._admin.declare(conn, queues))
+        self._reconnector.run(lambda conn: self._admin.declare(conn, queues))
         self._admin.remember(queues)  # declared again after a reconnect
 
     def publish(self, envelopes: Sequence[Envelope]) -> None:
@@ -90,7 +90,7 @@ class AMQPTransport:
                 publishing.wait(conn, publishing.window)
 
         try:
-            self._link.run(publish_batch)
+            self._reconnector.run(publish_batch)
         except OperationalError:
             publishing.withdraw(envelopes)
             raise
@@ -103,7 +103,7 @@ class AMQPTransport:
         if limit <= 0 or not queues:
             return []
         deadline = time.monotonic() + timeout
-        deliveries = self._link.run(
+        deliveries = self._reconnector.run(
             lambda conn: self._fetch_on(conn, tuple(queues), limit, deadline)
         )
         if self._consuming.unreadable:
@@ -137,18 +137,18 @@ class AMQPTransport:
         )
 
     def purge(self, queue: str) -> int:
-        return self._link.run(lambda conn: self._purge_on(conn, queue))
+        return self._reconnector.run(lambda conn: self._purge_on(conn, queue))
 
     def size(self, queue: str) -> int:
-        return self._link.run(lambda conn: self._size_on(conn, queue))
+        return self._reconnector.run(lambda conn: self._size_on(conn, queue))
 
     def close(self) -> None:
-        conn = self._link.detach()
+        conn = self._reconnector.detach()
         if conn is None:
             return
         self._publishing.finish(conn)
         conn.close()
-        self._link.forget_connection()
+        self._reconnector.forget_connection()
         self._consuming.stop()
 
     # -- the parts that need more than one channel -------------------------------------------
@@ -156,7 +156,7 @@ class AMQPTransport:
     def _settle(
         self, deliveries: Sequence[Delivery], frame_for: Callable[[int, bool], bytes]
     ) -> None:
-        conn = self._link.conn
+        conn = self._reconnector.conn
         if conn is None or not conn.is_open or not deliveries:
             return  # void deliveries: the broker requeued them with the lost connection
         frames = self._consuming.settle(deliveries, frame_for)
@@ -167,7 +167,7 @@ class AMQPTransport:
         except ConnectionLost as exc:
             # Not an error of the caller's: the broker requeues what was not settled.
             logger.warning("lost the broker connection (%s); reconnecting on next use", exc)
-            self._link.lost()
+            self._reconnector.lost()
 
     def _purge_on(self, conn: AMQPConnection, queue: str) -> int:
         self._publishing.confirm_own_writes(conn)
@@ -203,5 +203,5 @@ class AMQPTransport:
             # Only a bug of ours (e.g. an unknown delivery tag) gets here; the unacked
             # messages of the channel are requeued by the broker, like a lost connection.
             logger.error("the broker closed the consuming channel: %s", error)
-            if self._link.conn is not None:
-                self._link.conn.abort()
+            if self._reconnector.conn is not None:
+                self._reconnector.conn.abort()
