@@ -235,9 +235,6 @@ class Worker:
             raise WorkerTerminate(1)
         logger.warning("worker: Warm shutdown (MainProcess)")
 
-    def request_stop(self) -> None:
-        self.shutdown_requests += 1
-
     def stop(self, graceful: bool) -> None:
         signals.worker_shutting_down.send(
             sender=self.hostname, sig="SIGTERM", how="Warm" if graceful else "Cold", exitcode=0
