@@ -37,7 +37,7 @@ class NextSteps:
         self.name = name
 
     # -- success
-    def apply_next(self, retval: Any, context: Context) -> None:
+    def apply_next(self, retval: object, context: Context) -> None:
         """Send the callbacks and the next chain step, each with ``retval`` first."""
         ids: dict[str, Any] = {"parent_id": context.id, "root_id": context.root_id or context.id}
         if context.priority:

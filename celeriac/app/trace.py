@@ -15,7 +15,7 @@ import random
 import threading
 import time
 import traceback as tb
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,7 +53,7 @@ class Outcome:
     """What became of one execution, for the worker (acks, logs, counters)."""
 
     state: str
-    retval: Any = None
+    retval: object = None
     exception: BaseException | None = None
     traceback: str | None = None
     runtime: float = 0.0
@@ -117,7 +117,8 @@ class ResultSink(Protocol):
 
 
 class StoreAtOnce:
-    """Stores each meta as it is added (``Task.apply()``; threads, which share no batch)."""
+    """Stores each meta as it is added (``Task.apply()``, and the threads pool, which runs
+    one job at a time)."""
 
     def __init__(self, backend: ResultBackend) -> None:
         self.backend = backend
@@ -136,7 +137,7 @@ def _overrides(task: Task[Any, Any], hook: str) -> bool:
 _event_loops: dict[int, asyncio.AbstractEventLoop] = {}  # asyncio: imported on first use
 
 
-def run_coroutine(coroutine: Any) -> Any:
+def run_coroutine(coroutine: Awaitable[object]) -> object:
     """Run an ``async def`` task's coroutine on this thread's long-lived event loop."""
     key = threading.get_ident()
     loop = _event_loops.get(key)
@@ -189,12 +190,19 @@ class TaskRunner:
     def __call__(
         self,
         task_id: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        request: Mapping[str, Any],
+        args: Sequence[object],
+        kwargs: Mapping[str, object],
+        request: Mapping[str, object],
         sink: ResultSink | None,
     ) -> Outcome:
-        context = self._context(task_id, args, kwargs, request)
+        context = Context(
+            request,
+            id=task_id,
+            args=args,
+            kwargs=kwargs,
+            called_directly=False,
+            hostname=self.hostname,
+        )
         store = sink is not None and self._stores_result(context)
         token = self.request_var.set(context)
         task_token = _state.current_task_var.set(self.task)
@@ -222,21 +230,6 @@ class TaskRunner:
         if prerun or signals.task_postrun.has_listeners():
             self._send_postrun(outcome, task_id, args, kwargs)
         return outcome
-
-    def _context(
-        self,
-        task_id: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        request: Mapping[str, Any],
-    ) -> Context:
-        context = Context(request)
-        context.id = task_id
-        context.args = args
-        context.kwargs = kwargs
-        context.called_directly = False
-        context.hostname = self.hostname
-        return context
 
     def _stores_result(self, context: Context) -> bool:
         return self.backend_enabled and not (self.ignore_result or context.ignore_result)
@@ -274,7 +267,7 @@ class TaskRunner:
         sink.flush()  # visible while the task runs, not after
 
     def _send_postrun(
-        self, outcome: Outcome, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+        self, outcome: Outcome, task_id: str, args: Sequence[object], kwargs: Mapping[str, object]
     ) -> None:
         signals.task_postrun.send(
             sender=self.task,
@@ -286,8 +279,8 @@ class TaskRunner:
             state=outcome.state,
         )
 
-    def _meta_extra(self, context: Context) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
+    def _meta_extra(self, context: Context) -> dict[str, object]:
+        extra: dict[str, object] = {}
         if self.needs_reply_to and context.reply_to:
             extra["reply_to"] = context.reply_to
         if context.parent_id:
@@ -305,7 +298,7 @@ class TaskRunner:
             )
         return extra
 
-    def _safely(self, hook: Callable[..., Any], *args: Any) -> None:
+    def _safely(self, hook: Callable[..., object], *args: object) -> None:
         try:
             hook(*args)
         except Exception:
@@ -313,7 +306,7 @@ class TaskRunner:
 
     # -- success
     def _on_success(
-        self, retval: Any, context: Context, store: bool, sink: ResultSink | None
+        self, retval: object, context: Context, store: bool, sink: ResultSink | None
     ) -> None:
         task_id = context.id or ""
         meta = None

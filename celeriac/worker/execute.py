@@ -11,7 +11,8 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from celeriac import states
 from celeriac.app.trace import ResultSink, StoreAtOnce, TaskRunner
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 
-def _raise_soft_time_limit(signum: int, frame: Any) -> None:
+def _raise_soft_time_limit(signum: int, frame: FrameType | None) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
