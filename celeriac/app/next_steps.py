@@ -177,7 +177,7 @@ def takes_request(fun: Callable[..., Any], bound: bool) -> bool:
 
 def fail_unrun(
     app: Celery,
-    request: Mapping[str, Any],
+    request: Mapping[str, object],
     exc: BaseException,
     traceback: str | None = None,
     state: str = states.FAILURE,
