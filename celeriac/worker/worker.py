@@ -19,7 +19,8 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from celeriac import signals
 from celeriac.app.routing import queue_spec
@@ -228,15 +229,12 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(signum, self.on_shutdown_signal)
 
-    def on_shutdown_signal(self, signum: int, frame: Any) -> None:
+    def on_shutdown_signal(self, signum: int, frame: FrameType | None) -> None:
         self.shutdown_requests += 1
         if signum == signal.SIGQUIT or self.shutdown_requests > 1:
             logger.warning("worker: Cold shutdown (MainProcess)")
             raise WorkerTerminate(1)
         logger.warning("worker: Warm shutdown (MainProcess)")
-
-    def request_stop(self) -> None:
-        self.shutdown_requests += 1
 
     def stop(self, graceful: bool) -> None:
         signals.worker_shutting_down.send(
