@@ -25,7 +25,7 @@ HOT_MODULES = (
     "celeriac/transports/amqp/transport.py",
     "celeriac/transports/redis/envelope.py",
     "celeriac/transports/redis/keyspace.py",
-    "celeriac/utils/rediswire.py",
+    "celeriac/wire/redis/commands.py",
     "celeriac/worker/consumer.py",
     "celeriac/worker/pools/pipe.py",
     "celeriac/worker/pools/prefork.py",

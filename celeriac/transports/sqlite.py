@@ -30,21 +30,19 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.message import Envelope
 from celeriac.transports.base import (
     BrokerStorageFull,
     Capabilities,
-    Delivery,
-    QueueSpec,
     TransportOptions,
-    bound_queues,
     dead_letter_by_publishing,
     log_dead_letter,
 )
-from celeriac.transports.memory import decode_envelope, encode_meta
+from celeriac.wire.envelopes import decode_envelope, encode_meta
+from celeriac.wire.queues import Delivery, QueueSpec, bound_queues
+from celeriac.wire.sqlite import connect, database_path
 
 SCHEMA_VERSION = 1
 
@@ -88,23 +86,6 @@ _DEFAULT_POLLING_INTERVAL = 0.002
 _IDLE_POLLING_INTERVAL = 0.005
 #: How often a consumer looks for dead holders.
 _DEFAULT_RESTORE_INTERVAL = 1.0
-
-
-def database_path(url: str) -> Path:
-    """The file a ``sqlite://`` URL names, absolute and without symlinks.
-
-    Canonical, because the holders' lock directory is found next to it: two processes that
-    reach the database by different paths must still see each other's locks.
-    """
-    path = urlsplit(url).path
-    if path.startswith("/"):
-        path = path[1:]  # sqlite:///relative.db → "relative.db"; sqlite:////abs.db → "/abs.db"
-    if not path or path == ":memory:":
-        raise ImproperlyConfigured(
-            f"broker_url {url!r} names no database file: use sqlite:///relative/path.db or "
-            "sqlite:////absolute/path.db (memory:// for a broker inside one process)"
-        )
-    return Path(path).resolve()
 
 
 class _HolderLock:
@@ -288,15 +269,13 @@ class SQLiteTransport:
     ``restore_interval`` (seconds between looks for dead holders, 1.0).
     """
 
-    capabilities = Capabilities(
-        priorities=True, cross_process=True, fanout=True, liveness_redelivery=True
-    )
+    capabilities = Capabilities(priorities=True, cross_process=True, fanout=True)
 
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url
         self.options = options or TransportOptions()
         settings = self.options.transport_options
-        self.path = database_path(url)
+        self.path = database_path(url, "broker_url")
         self._busy_timeout = float(settings.get("busy_timeout", _DEFAULT_BUSY_TIMEOUT))
         self._polling_interval = float(settings.get("polling_interval", _DEFAULT_POLLING_INTERVAL))
         self._restore_interval = float(settings.get("restore_interval", _DEFAULT_RESTORE_INTERVAL))
@@ -320,35 +299,15 @@ class SQLiteTransport:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE … COMMIT
-            check_same_thread=False,  # one thread at a time, not always the creating one
-            cached_statements=256,
-        )
+        conn = connect(self.path, self._busy_timeout)
         try:
-            self._prepare(conn)
+            self._create_schema(conn)
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                # Switching to WAL needs a moment alone with the file; when several processes
-                # open a new database together it can report "locked" without waiting.
-                conn.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # any extended code
-                if not busy or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA journal_size_limit=67108864")  # give back disk after a burst
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise ImproperlyConfigured(

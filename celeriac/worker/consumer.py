@@ -44,13 +44,12 @@ from celeriac.protocol.message import Envelope, check_task_headers, upgrade_v1
 from celeriac.protocol.results import build_meta, exception_to_dict
 from celeriac.transports.base import (
     BrokerStorageFull,
-    Delivery,
-    QueueSpec,
     Transport,
     copy_to,
     dead_letter_queue,
     log_dead_letter,
 )
+from celeriac.wire.queues import Delivery, QueueSpec
 from celeriac.worker.job import Completion, Job
 from celeriac.worker.pools.base import Pool
 from celeriac.worker.ratelimit import TokenBucket, parse_rate

@@ -26,8 +26,9 @@ from celeriac import signals
 from celeriac.app.routing import queue_spec
 from celeriac.exceptions import ImproperlyConfigured, OperationalError, WorkerTerminate
 from celeriac.protocol import serializers
-from celeriac.transports.base import QueueSpec, Transport
+from celeriac.transports.base import Transport
 from celeriac.utils.log import TaskContextFilter, TaskFormatter
+from celeriac.wire.queues import QueueSpec
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import create_pool
 from celeriac.worker.pools.base import Pool, PoolContext

@@ -30,7 +30,7 @@ from typing import Any
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.message import Envelope
-from celeriac.transports.base import binding_matches
+from celeriac.wire.queues import binding_matches
 
 logger = logging.getLogger("celeriac.transports.redis")
 

@@ -6,8 +6,8 @@ round trip itself (about 30 µs), and a pipeline running a script asks the serve
 it knows the script first: another round trip. The broker's publish, fetch and ack and the
 result backend's store therefore go through a :class:`Wire`: the connection's own packer
 (hiredis when installed), one ``sendall`` per batch and one parsed reply per command.
-Everything else still uses the redis-py client. (Shared by the Redis transport and result
-backend, which may not import each other.)
+Pub/Sub connections (:mod:`celeriac.wire.redis.pubsub`) send and read through one too.
+Everything else still uses the redis-py client.
 
 A :class:`Wire` keeps its connection checked out of the pool for its whole life;
 ``pool.disconnect()`` closes it, and the next command connects again.
@@ -43,11 +43,7 @@ class Wire:
         """
         connection = self.connection
         with self._lock:
-            if len(commands) == 1:
-                packed = connection.pack_command(*commands[0])  # type: ignore[no-untyped-call]
-            else:
-                packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
-            connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+            self._send(commands)
             replies = []
             error: redis.ResponseError | None = None
             for _ in commands:
@@ -75,6 +71,29 @@ class Wire:
             # Nothing ran: every command failed alike. Load it and send them again.
             self.call("SCRIPT", "LOAD", script.script)
             return self.pipeline(commands)
+
+    def send(self, *args: Any) -> None:
+        """One command whose replies come as pushes (``SUBSCRIBE`` and the like): not read
+        here, :meth:`receive` reads them."""
+        with self._lock:
+            self._send([args])
+
+    def receive(self, timeout: float) -> Any:
+        """The next reply or push on the connection, or ``None`` after ``timeout`` seconds."""
+        connection = self.connection
+        with self._lock:
+            if not connection.can_read(timeout=timeout):
+                return None
+            # Pub/Sub messages are pushes to redis-py's parser: ask for them as replies.
+            return connection.read_response(disconnect_on_error=True, push_request=True)
+
+    def _send(self, commands: Sequence[Sequence[Any]]) -> None:
+        connection = self.connection
+        if len(commands) == 1:
+            packed = connection.pack_command(*commands[0])  # type: ignore[no-untyped-call]
+        else:
+            packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
+        connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
 
 
 class PooledWire:
