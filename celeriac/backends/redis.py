@@ -30,7 +30,7 @@ from celeriac import states
 from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
 from celeriac.backends.kv import GROUP_KEY_PREFIX, TASK_KEY_PREFIX, KeyValueBackend
 from celeriac.exceptions import TimeoutError
-from celeriac.wire.redis.commands import PooledWire
+from celeriac.wire.redis.commands import Arg, PooledWire
 from celeriac.wire.redis.connection import call_with_retry, connection_pool
 from celeriac.wire.redis.pubsub import Subscriber, text
 
@@ -142,7 +142,7 @@ class RedisBackend(KeyValueBackend):
 
     def _write(self, items: Sequence[tuple[str, bytes]], expires: float | None) -> None:
         unit, amount = _expiry(expires)
-        commands: list[tuple[Any, ...]] = []
+        commands: list[tuple[Arg, ...]] = []
         for key, data in items:
             full_key = self._prefix + key
             if unit:  # SETEX/PSETEX, the commands Celery sends (redis-py deprecates them)
@@ -169,7 +169,7 @@ class RedisBackend(KeyValueBackend):
         unit, amount = _expiry(self.expires)
         prefix = self._prefix + TASK_KEY_PREFIX
         encode = self.codec.encode_meta
-        calls = [
+        calls: list[tuple[list[Arg], list[Arg]]] = [
             ([prefix + meta["task_id"]], [encode(meta), unit, amount, codec]) for meta in metas
         ]
         self._call("store", lambda: self._commands().scripts(self._store_script, calls))

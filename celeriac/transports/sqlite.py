@@ -76,6 +76,8 @@ _INSERT = "INSERT INTO messages (queue, priority, body, meta) VALUES (?, ?, ?, ?
 #: A held row that does not decode goes to ``<queue>.dead`` as it is (``dead_letter_queue``).
 _MOVE_TO_DEAD = "UPDATE messages SET holder = NULL, queue = queue || '.dead'"
 _RETURNING = " RETURNING id, queue, priority, redelivered, body, meta"
+#: A row as ``_RETURNING`` gives it.
+_Row = tuple[int, str, int, int, bytes, bytes]
 #: Ids per ``IN (…)`` list; far below SQLite's limit on bound parameters.
 _IDS_PER_STATEMENT = 500
 
@@ -256,7 +258,7 @@ def _chunks(ids: Sequence[Hashable]) -> Iterator[Sequence[Hashable]]:
         yield ids[start : start + _IDS_PER_STATEMENT]
 
 
-def _delivery(row: Any) -> Delivery:
+def _delivery(row: _Row) -> Delivery:
     message_id, queue, _priority, redelivered, body, meta = row
     return Delivery(decode_envelope(body, meta), message_id, queue, bool(redelivered))
 
@@ -432,7 +434,7 @@ class SQLiteTransport:
         self._restore_if_due()
         statement = _reserve_statement(len(queues))
         queues = tuple(queues)
-        parameters: list[Any] = [holder]
+        parameters: list[int | str] = [holder]
         for queue in queues:
             parameters += (queue, limit)
         if len(queues) > 1:
@@ -445,7 +447,7 @@ class SQLiteTransport:
                 # look still counts as a change worth waiting for.
                 seen = conn.execute("PRAGMA data_version").fetchone()[0]
                 if self._nothing_ready_at == (seen, queues):
-                    rows = []
+                    rows: list[_Row] = []
                 else:
                     rows = conn.execute(statement, parameters).fetchall()
                     self._nothing_ready_at = None if rows else (seen, queues)
@@ -478,7 +480,7 @@ class SQLiteTransport:
             if self._restore_if_due():
                 return True
 
-    def _deliveries(self, rows: Sequence[Any]) -> list[Delivery]:
+    def _deliveries(self, rows: Sequence[_Row]) -> list[Delivery]:
         """The rows as deliveries; a row that does not decode moves, as it is, to its queue's
         dead-letter queue."""
         deliveries = []

@@ -34,6 +34,7 @@ Needs Redis >= 6.2 (``RPOP`` with a count). Not for Redis Cluster.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -69,7 +70,7 @@ from celeriac.transports.redis.keyspace import (
     topic_pattern,
 )
 from celeriac.wire.queues import Delivery, QueueSpec
-from celeriac.wire.redis.commands import PooledWire, Wire
+from celeriac.wire.redis.commands import Arg, PooledWire, Wire
 from celeriac.wire.redis.connection import (
     RETRYABLE,
     call_with_retry,
@@ -333,7 +334,7 @@ class RedisTransport:
 
     def _dead_letter_raw(self, entries: Sequence[tuple[int, bytes, str]]) -> None:
         """Move held entries that do not decode, as they are, to their dead-letter lists."""
-        commands: list[tuple[Any, ...]] = [
+        commands: list[tuple[Arg, ...]] = [
             ("LPUSH", self._keys.list_key(dead_letter_queue(queue), 0), raw)
             for _, raw, queue in entries
         ]
@@ -411,7 +412,7 @@ class RedisTransport:
 
         return self._call("purge", drop)
 
-    def _buffered(self, queue: str) -> Any:
+    def _buffered(self, queue: str) -> collections.deque[bytes] | None:
         if queue in self._fanout_queues and self._consumer is not None:
             self._consumer.doorbell.drain()
             return self._consumer.doorbell.buffers.get(queue)

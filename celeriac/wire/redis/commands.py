@@ -22,6 +22,12 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.typing import EncodableT
+
+#: What a command is made of (redis-py encodes each to bytes).
+Arg = EncodableT
+#: A reply as redis-py's parser gives it: bytes, int, None, an error, or a list of those.
+Reply = Any
 
 
 class Wire:
@@ -31,11 +37,11 @@ class Wire:
         self.connection = connection
         self._lock = threading.Lock()
 
-    def call(self, *args: Any) -> Any:
+    def call(self, *args: Arg) -> Reply:
         """One command; its reply (a Redis error reply is raised)."""
         return self.pipeline([args])[0]
 
-    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
         """Commands in one round trip; their replies in order.
 
         Every reply is read even when one is an error, so the connection stays in step;
@@ -56,13 +62,13 @@ class Wire:
             raise error
         return replies
 
-    def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def script(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Reply:
         """``EVALSHA``, loading the script first if the server does not know it."""
         return self.scripts(script, [(keys, args)])[0]
 
     def scripts(
-        self, script: Script, calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]
-    ) -> list[Any]:
+        self, script: Script, calls: Sequence[tuple[Sequence[Arg], Sequence[Arg]]]
+    ) -> list[Reply]:
         """Many runs of one script (keys, args) in one round trip."""
         commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls]
         try:
@@ -72,13 +78,13 @@ class Wire:
             self.call("SCRIPT", "LOAD", script.script)
             return self.pipeline(commands)
 
-    def send(self, *args: Any) -> None:
+    def send(self, *args: Arg) -> None:
         """One command whose replies come as pushes (``SUBSCRIBE`` and the like): not read
         here, :meth:`receive` reads them."""
         with self._lock:
             self._send([args])
 
-    def receive(self, timeout: float) -> Any:
+    def receive(self, timeout: float) -> Reply:
         """The next reply or push on the connection, or ``None`` after ``timeout`` seconds."""
         connection = self.connection
         with self._lock:
@@ -87,7 +93,7 @@ class Wire:
             # Pub/Sub messages are pushes to redis-py's parser: ask for them as replies.
             return connection.read_response(disconnect_on_error=True, push_request=True)
 
-    def _send(self, commands: Sequence[Sequence[Any]]) -> None:
+    def _send(self, commands: Sequence[Sequence[Arg]]) -> None:
         connection = self.connection
         if len(commands) == 1:
             packed = connection.pack_command(*commands[0])  # type: ignore[no-untyped-call]

@@ -14,15 +14,14 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Collection
-from typing import Any
 
 import redis
 
-from celeriac.wire.redis.commands import Wire
+from celeriac.wire.redis.commands import Arg, Reply, Wire
 from celeriac.wire.redis.connection import RETRYABLE
 
 #: A push as read off the connection.
-Push = list[Any]
+Push = list[Reply]
 
 #: Each read for a confirmation waits at least this long, so that a subscription asked
 #: for as its deadline passes still has a moment to be confirmed.
@@ -44,7 +43,7 @@ class Subscriber:
         self.pid = os.getpid()
         self.broken = False
 
-    def call(self, *args: Any) -> Any:
+    def call(self, *args: Arg) -> Reply:
         """A plain command and its reply: only before the first subscription, after which
         the connection takes Pub/Sub commands only."""
         try:
@@ -109,7 +108,7 @@ class Subscriber:
             self._connection.disconnect()  # type: ignore[no-untyped-call, unused-ignore]
         self._pool.release(self._connection)
 
-    def _send(self, *args: Any) -> None:
+    def _send(self, *args: Arg) -> None:
         try:
             self._wire.send(*args)
         except BaseException:
