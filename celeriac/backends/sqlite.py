@@ -41,7 +41,7 @@ from typing import Any
 from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
 from celeriac.backends.kv import MetaCodec, wait_until_ready
 from celeriac.exceptions import ImproperlyConfigured
-from celeriac.wire.sqlite import connect, database_path
+from celeriac.wire.sqlite import abandon_in_forked_child, connect, database_path
 
 _SCHEMA = """
 -- Rows in insertion order with a unique index on the (random) task id: a batch of new
@@ -143,17 +143,14 @@ class _ThreadConnection:
 
 # -- fork safety -------------------------------------------------------------------------
 _open_connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
-#: Connections a forked child inherited. SQLite must not use, or even close, a connection
-#: across a fork (closing runs lock and WAL bookkeeping that belongs to the parent), and
-#: a collected ``sqlite3.Connection`` closes itself: so the child keeps them referenced.
-_inherited_connections: list[sqlite3.Connection] = []
 
 
-def _keep_inherited_connections() -> None:
-    _inherited_connections.extend(held.connection for held in list(_open_connections))
+def _abandon_inherited_connections() -> None:
+    for held in list(_open_connections):
+        abandon_in_forked_child(held.connection)
 
 
-os.register_at_fork(after_in_child=_keep_inherited_connections)
+os.register_at_fork(after_in_child=_abandon_inherited_connections)
 
 
 class SQLiteBackend:

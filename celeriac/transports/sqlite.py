@@ -42,7 +42,7 @@ from celeriac.transports.base import (
 )
 from celeriac.wire.envelopes import decode_envelope, encode_meta
 from celeriac.wire.queues import Delivery, QueueSpec, bound_queues
-from celeriac.wire.sqlite import connect, database_path
+from celeriac.wire.sqlite import abandon_in_forked_child, connect, database_path
 
 SCHEMA_VERSION = 1
 
@@ -194,9 +194,6 @@ class _HolderDirectory:
 # would look held for as long as the child lives. Closing the child's copy leaves the
 # parent's lock in place (flock belongs to the open file, shared until the last close).
 _instances: weakref.WeakSet[SQLiteTransport] = weakref.WeakSet()
-#: Connections a child inherited. SQLite must not use, or even close, a connection across a
-#: fork, so the child keeps them referenced and untouched.
-_inherited_connections: list[sqlite3.Connection] = []
 
 
 def _after_fork_in_child() -> None:
@@ -628,4 +625,4 @@ class SQLiteTransport:
         )
         if self._holder is not None:
             self._holder.release(remove=False)
-        _inherited_connections.append(self._conn)
+        abandon_in_forked_child(self._conn)

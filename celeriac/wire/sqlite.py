@@ -16,6 +16,11 @@ from celeriac.exceptions import ImproperlyConfigured
 
 SCHEMES = ("sqlite", "db+sqlite")
 
+#: Connections a forked child inherited. SQLite must not use, or even close, a connection
+#: across a fork (closing runs lock and WAL bookkeeping that belongs to the parent), and a
+#: collected ``sqlite3.Connection`` closes itself: so the child keeps them referenced.
+_inherited: list[sqlite3.Connection] = []
+
 
 def database_path(url: str, setting: str) -> Path:
     """The file ``url`` names, absolute and without symlinks.
@@ -62,6 +67,11 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def abandon_in_forked_child(connection: sqlite3.Connection) -> None:
+    """In a forked child: a connection of the parent's, never to be used nor closed here."""
+    _inherited.append(connection)
 
 
 def _use_wal(connection: sqlite3.Connection, deadline: float) -> None:
