@@ -58,8 +58,6 @@ def redis_py_url(url: str, setting: str) -> str:
     """
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    virtual_host = query.pop("virtual_host", None)
-    _check_tls_options(query, parts.scheme, url, setting)
     if parts.scheme == "redis+socket":
         scheme, netloc, path = "unix", "", parts.netloc + parts.path
     elif parts.scheme in ("redis", "rediss"):
@@ -71,12 +69,14 @@ def redis_py_url(url: str, setting: str) -> str:
             query.setdefault("db", parts.path.strip("/"))
     else:
         raise ImproperlyConfigured(f"{setting} {safe_url(url)!r} is not a Redis URL")
+    virtual_host = query.pop("virtual_host", None)
     if virtual_host is not None:
         query.setdefault("db", virtual_host.strip("/") or "0")
     if not query.get("db", "0").isdigit():
         raise ImproperlyConfigured(
             f"{setting} {safe_url(url)!r}: {query['db']!r} is not a database number"
         )
+    _check_tls_options(query, parts.scheme, url, setting)
     return urlunsplit((scheme, netloc, path, urlencode(query), ""))
 
 
