@@ -22,10 +22,10 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
-from redis.typing import EncodableT
 
-#: What a command is made of (redis-py encodes each to bytes).
-Arg = EncodableT
+#: What a command is made of: redis-py's ``EncodableT``, spelled out here because the
+#: compiled build reads no third-party annotations (there it would be ``Any``, no type).
+Arg = bytes | bytearray | memoryview | str | int | float
 #: A reply as redis-py's parser gives it: bytes, int, None, an error, or a list of those.
 Reply = Any
 
