@@ -8,6 +8,14 @@ Return values: a control command returns ``None``, or with ``reply=True`` the li
 replies, one ``{nodename: reply}`` mapping per node that answered within ``timeout``. An
 inspect command returns one mapping of all replies, ``{nodename: reply}``, or ``None``
 when no node answered.
+
+Two broker details, as the transports declare exchanges only together with a queue: on
+RabbitMQ the broadcast exchange exists once a worker (Celery's or celeriac's) has
+declared its queue, so a broadcast on a broker no worker ever used fails with the
+broker's 404 (Celery's client declares the exchange itself). On Redis a
+``control_exchange`` other than ``celery`` is known to be fanout once a celeriac node
+declared it; with Celery workers only, list ``<control_exchange>.pidbox`` in
+``broker_transport_options["fanout_exchanges"]``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import threading
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict, Unpack
 
 from celeriac.control.clock import LamportClock
 from celeriac.control.mailbox import Broadcaster, Mailbox, NodeReply, ReplyBody, name_matches
@@ -29,6 +38,23 @@ from celeriac.transports.base import Transport
 TERM_SIGNAME = "SIGTERM"
 
 ReplyCallback = Callable[[ReplyBody], object]
+
+
+class PingOptions(TypedDict, total=False):
+    """How a command that always waits for replies is sent (see :meth:`Control.broadcast`)."""
+
+    connection: Transport | None
+    limit: int | None
+    callback: ReplyCallback | None
+    pattern: str | None
+    matcher: str | None
+
+
+class BroadcastOptions(PingOptions, total=False):
+    """How a command is sent (see :meth:`Control.broadcast`)."""
+
+    reply: bool
+    timeout: float | None
 
 
 class ControlApp(Protocol):
@@ -88,7 +114,7 @@ class Control:
     def broadcast(
         self,
         command: str,
-        arguments: Mapping[str, Any] | None = None,
+        arguments: Mapping[str, object] | None = None,
         destination: Sequence[str] | None = None,
         connection: Transport | None = None,
         reply: bool = False,
@@ -97,7 +123,7 @@ class Control:
         callback: ReplyCallback | None = None,
         pattern: str | None = None,
         matcher: str | None = None,
-        **extra_arguments: Any,
+        **extra_arguments: object,
     ) -> list[ReplyBody] | None:
         """Send ``command`` to the workers named by ``destination`` (all when ``None``), or
         to those whose name ``pattern`` matches (``matcher``: ``glob`` or ``pcre``).
@@ -138,7 +164,10 @@ class Control:
     # -- commands ----------------------------------------------------------------------
 
     def ping(
-        self, destination: Sequence[str] | None = None, timeout: float = 1.0, **kwargs: Any
+        self,
+        destination: Sequence[str] | None = None,
+        timeout: float = 1.0,
+        **kwargs: Unpack[PingOptions],
     ) -> list[ReplyBody] | None:
         """Ask the workers to answer: ``[{"w1@host": {"ok": "pong"}}, …]``."""
         return self.broadcast(
@@ -151,7 +180,7 @@ class Control:
         destination: Sequence[str] | None = None,
         terminate: bool = False,
         signal: str = TERM_SIGNAME,
-        **kwargs: Any,
+        **kwargs: Unpack[BroadcastOptions],
     ) -> list[ReplyBody] | None:
         """Tell the workers to discard the task(s); ``terminate`` a running one by ``signal``."""
         arguments = {"task_id": task_id, "terminate": terminate, "signal": signal}
@@ -162,7 +191,7 @@ class Control:
         task_id: str | Sequence[str],
         destination: Sequence[str] | None = None,
         signal: str = TERM_SIGNAME,
-        **kwargs: Any,
+        **kwargs: Unpack[BroadcastOptions],
     ) -> list[ReplyBody] | None:
         """Revoke the task(s) and stop them where they run."""
         return self.revoke(task_id, destination, terminate=True, signal=signal, **kwargs)
@@ -172,7 +201,7 @@ class Control:
         task_name: str,
         rate_limit: str | int | float | None,
         destination: Sequence[str] | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BroadcastOptions],
     ) -> list[ReplyBody] | None:
         """Set a task type's rate limit (``"10/m"``; ``None`` or 0: none)."""
         arguments = {"task_name": task_name, "rate_limit": rate_limit}
@@ -184,7 +213,7 @@ class Control:
         soft: float | None = None,
         hard: float | None = None,
         destination: Sequence[str] | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BroadcastOptions],
     ) -> list[ReplyBody] | None:
         """Set a task type's soft and hard time limits, in seconds."""
         arguments = {"task_name": task_name, "hard": hard, "soft": soft}
@@ -196,9 +225,9 @@ class Control:
         exchange: str | None = None,
         exchange_type: str = "direct",
         routing_key: str | None = None,
-        options: Mapping[str, Any] | None = None,
+        options: Mapping[str, object] | None = None,
         destination: Sequence[str] | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BroadcastOptions],
     ) -> list[ReplyBody] | None:
         """Make the workers consume from ``queue`` too (``options``: more queue arguments)."""
         arguments = {
@@ -211,49 +240,62 @@ class Control:
         return self.broadcast("add_consumer", arguments, destination, **kwargs)
 
     def cancel_consumer(
-        self, queue: str, destination: Sequence[str] | None = None, **kwargs: Any
+        self,
+        queue: str,
+        destination: Sequence[str] | None = None,
+        **kwargs: Unpack[BroadcastOptions],
     ) -> list[ReplyBody] | None:
         """Make the workers stop consuming from ``queue``."""
         return self.broadcast("cancel_consumer", {"queue": queue}, destination, **kwargs)
 
     def enable_events(
-        self, destination: Sequence[str] | None = None, **kwargs: Any
+        self, destination: Sequence[str] | None = None, **kwargs: Unpack[BroadcastOptions]
     ) -> list[ReplyBody] | None:
         """Make the workers send task events."""
         return self.broadcast("enable_events", {}, destination, **kwargs)
 
     def disable_events(
-        self, destination: Sequence[str] | None = None, **kwargs: Any
+        self, destination: Sequence[str] | None = None, **kwargs: Unpack[BroadcastOptions]
     ) -> list[ReplyBody] | None:
         """Make the workers stop sending task events."""
         return self.broadcast("disable_events", {}, destination, **kwargs)
 
     def pool_grow(
-        self, n: int = 1, destination: Sequence[str] | None = None, **kwargs: Any
+        self,
+        n: int = 1,
+        destination: Sequence[str] | None = None,
+        **kwargs: Unpack[BroadcastOptions],
     ) -> list[ReplyBody] | None:
         """Add ``n`` processes (or threads) to the workers' pools."""
         return self.broadcast("pool_grow", {"n": n}, destination, **kwargs)
 
     def pool_shrink(
-        self, n: int = 1, destination: Sequence[str] | None = None, **kwargs: Any
+        self,
+        n: int = 1,
+        destination: Sequence[str] | None = None,
+        **kwargs: Unpack[BroadcastOptions],
     ) -> list[ReplyBody] | None:
         """Remove ``n`` processes (or threads) from the workers' pools."""
         return self.broadcast("pool_shrink", {"n": n}, destination, **kwargs)
 
     def autoscale(
-        self, max: int, min: int, destination: Sequence[str] | None = None, **kwargs: Any
+        self,
+        max: int,
+        min: int,
+        destination: Sequence[str] | None = None,
+        **kwargs: Unpack[BroadcastOptions],
     ) -> list[ReplyBody] | None:
         """Set the workers' autoscaling bounds."""
         return self.broadcast("autoscale", {"max": max, "min": min}, destination, **kwargs)
 
     def shutdown(
-        self, destination: Sequence[str] | None = None, **kwargs: Any
+        self, destination: Sequence[str] | None = None, **kwargs: Unpack[BroadcastOptions]
     ) -> list[ReplyBody] | None:
         """Stop the workers (warm shutdown); they do not reply."""
         return self.broadcast("shutdown", {}, destination, **kwargs)
 
     def heartbeat(
-        self, destination: Sequence[str] | None = None, **kwargs: Any
+        self, destination: Sequence[str] | None = None, **kwargs: Unpack[BroadcastOptions]
     ) -> list[ReplyBody] | None:
         """Make the workers send a heartbeat event now."""
         return self.broadcast("heartbeat", {}, destination, **kwargs)
@@ -270,6 +312,7 @@ class Control:
         self.broadcast("election", arguments, connection=connection)
 
 
+@dataclass(slots=True)
 class Inspect:
     """Ask workers about their state (``app.control.inspect(destination, timeout, …)``).
 
@@ -277,28 +320,17 @@ class Inspect:
     timeout, or ``None`` when none did.
     """
 
-    def __init__(
-        self,
-        control: Control,
-        destination: Sequence[str] | None = None,
-        timeout: float = 1.0,
-        callback: ReplyCallback | None = None,
-        connection: Transport | None = None,
-        limit: int | None = None,
-        pattern: str | None = None,
-        matcher: str | None = None,
-    ) -> None:
-        self.control = control
-        self.destination = destination
-        self.timeout = timeout
-        self.callback = callback
-        self.connection = connection
-        self.limit = limit
-        self.pattern = pattern
-        self.matcher = matcher
+    control: Control
+    destination: Sequence[str] | None = None
+    timeout: float = 1.0
+    callback: ReplyCallback | None = None
+    connection: Transport | None = None
+    limit: int | None = None
+    pattern: str | None = None
+    matcher: str | None = None
 
     def _request(
-        self, command: str, destination: Sequence[str] | None = None, **arguments: Any
+        self, command: str, destination: Sequence[str] | None = None, **arguments: object
     ) -> dict[str, NodeReply] | None:
         replies = self.control.broadcast(
             command,

@@ -74,7 +74,7 @@ class Request:
     """A command for the nodes it is addressed to."""
 
     method: str
-    arguments: dict[str, Any]
+    arguments: dict[str, object]
     #: Node names; ``None`` (or empty): every node the pattern matches, or all.
     destination: tuple[str, ...] | None = None
     pattern: str | None = None
@@ -192,7 +192,7 @@ class Mailbox:
     # -- messages ------------------------------------------------------------------------
 
     def request_envelope(self, request: Request) -> Envelope:
-        body: dict[str, Any] = {
+        body: dict[str, object] = {
             "method": request.method,
             "arguments": request.arguments,
             "destination": None if request.destination is None else list(request.destination),
@@ -216,8 +216,8 @@ class Mailbox:
 
     def _envelope(
         self,
-        body: Mapping[str, Any],
-        headers: dict[str, Any],
+        body: Mapping[str, object],
+        headers: Mapping[str, object],
         delivery_mode: int,
         exchange: str,
         routing_key: str,
@@ -225,7 +225,7 @@ class Mailbox:
         content_type, content_encoding, data = serializers.dumps(body, self.serializer)
         return Envelope(
             data,
-            headers,
+            dict(headers),
             {"delivery_mode": delivery_mode},
             content_type,
             content_encoding,
@@ -242,16 +242,13 @@ class Mailbox:
         arguments = body.get("arguments") or {}
         if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
             raise MalformedMessage(f"arguments are not a mapping of names: {arguments!r}")
-        destination = body.get("destination")
-        if destination is not None and not _strings(destination):
-            raise MalformedMessage(f"destination is not a list of node names: {destination!r}")
         pattern, matcher = _text(body, "pattern"), _text(body, "matcher")
         if pattern and matcher:
             _check_pattern(pattern, matcher)
         return Request(
             method,
             arguments,
-            destination=None if destination is None else tuple(destination),
+            destination=_destination(body.get("destination")),
             pattern=pattern,
             matcher=matcher,
             ticket=_text(body, "ticket"),
@@ -268,7 +265,7 @@ class Mailbox:
             raise MalformedMessage(f"ticket is not a string: {ticket!r}")
         return Reply(body, ticket, _clock(envelope.headers))
 
-    def _decode(self, envelope: Envelope) -> dict[str, Any]:
+    def _decode(self, envelope: Envelope) -> dict[str, object]:
         if len(envelope.body) > self.limits.max_message_bytes:
             raise MalformedMessage(
                 f"body of {len(envelope.body)} bytes, over {self.limits.max_message_bytes}"
@@ -284,11 +281,15 @@ class Mailbox:
         return body
 
 
-def _strings(value: object) -> bool:
-    return isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
+def _destination(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, list | tuple) and all(isinstance(name, str) for name in value):
+        return tuple(value)
+    raise MalformedMessage(f"destination is not a list of node names: {value!r}")
 
 
-def _text(body: Mapping[str, Any], key: str) -> str | None:
+def _text(body: Mapping[str, object], key: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
         raise MalformedMessage(f"{key} is not a string: {value!r}")
@@ -315,14 +316,14 @@ def _reply_to(value: object) -> ReplyTo | None:
     raise MalformedMessage(f"reply_to is not an exchange and routing key: {value!r}")
 
 
-def _clock(headers: Mapping[str, Any]) -> int:
+def _clock(headers: Mapping[str, object]) -> int:
     value = headers.get("clock") or 0
     if not isinstance(value, int) or isinstance(value, bool):
         raise MalformedMessage(f"clock header is not an integer: {value!r}")
     return value
 
 
-def _expires(headers: Mapping[str, Any]) -> float:
+def _expires(headers: Mapping[str, object]) -> float:
     value = headers.get("expires") or 0
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise MalformedMessage(f"expires header is not a number: {value!r}")
@@ -355,7 +356,7 @@ class Broadcaster:
     def broadcast(
         self,
         command: str,
-        arguments: Mapping[str, Any] | None = None,
+        arguments: Mapping[str, object] | None = None,
         destination: Sequence[str] | None = None,
         pattern: str | None = None,
         matcher: str | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import orjson
@@ -10,9 +11,10 @@ import pytest
 
 import celeriac
 from celeriac.control import Broadcaster, LamportClock, Mailbox, Node, Reply, ReplyTo, Request
+from celeriac.control import node as node_module
 from celeriac.control.client import flatten_reply
 from celeriac.control.mailbox import MalformedMessage, name_matches
-from celeriac.exceptions import DuplicateNodenameWarning, ImproperlyConfigured
+from celeriac.exceptions import DuplicateNodenameWarning, ImproperlyConfigured, OperationalError
 from celeriac.protocol.message import Envelope
 from celeriac.transports.base import QueueSpec
 from celeriac.transports.memory import MemoryTransport
@@ -236,3 +238,39 @@ def test_the_caller_skips_bad_and_foreign_replies(
         assert caller.broadcast("ping", reply=True, timeout=0.2) == []
 
     assert ["malformed" in record.getMessage() for record in caplog.records] == [True]
+
+
+class FailingOnce(MemoryTransport):
+    """Its first fetch fails as a lost broker would."""
+
+    failed = False
+
+    def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise OperationalError("the broker went away")
+        return super().fetch(*args, **kwargs)
+
+
+def test_a_running_node_outlives_a_broker_failure(
+    memory_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_module, "_RETRY_PAUSE", 0.01)
+    mailbox = Mailbox()
+    stop = threading.Event()
+    node = Node("w1@host", mailbox, FailingOnce(memory_url), {"ping": lambda: {"ok": "pong"}})
+    node.listen()  # before the broadcast below: run() declares again, which changes nothing
+    thread = threading.Thread(target=node.run, args=(stop, 0.05))
+
+    with caplog.at_level(logging.ERROR, logger="celeriac.control"):
+        thread.start()
+        try:
+            replies = Broadcaster(mailbox, MemoryTransport(memory_url)).broadcast(
+                "ping", reply=True, destination=["w1@host"], timeout=20
+            )
+        finally:
+            stop.set()
+            thread.join(20)
+
+    assert replies == [{"w1@host": {"ok": "pong"}}]
+    assert ["the broker went away" in r.getMessage() for r in caplog.records] == [True]
