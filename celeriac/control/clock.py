@@ -13,8 +13,8 @@ class LamportClock:
     whichever node sent it. Thread-safe: a node answers while the process sends.
     """
 
-    def __init__(self, initial: int = 0) -> None:
-        self._value = initial
+    def __init__(self, value: int = 0) -> None:
+        self._value = value
         self._lock = threading.Lock()
 
     @property

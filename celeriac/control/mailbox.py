@@ -38,7 +38,7 @@ from celeriac.control.clock import LamportClock
 from celeriac.exceptions import ContentDisallowed, DecodeError, ImproperlyConfigured
 from celeriac.protocol import serializers
 from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
-from celeriac.protocol.message import Envelope
+from celeriac.protocol.message import Envelope, safe_repr
 from celeriac.transports.base import QueueSpec, Transport
 
 logger = logging.getLogger("celeriac.control")
@@ -238,10 +238,10 @@ class Mailbox:
         body = self._decode(envelope)
         method = body.get("method")
         if not isinstance(method, str) or not method:
-            raise MalformedMessage(f"no command name (method: {method!r})")
+            raise MalformedMessage(f"no command name (method: {safe_repr(method)})")
         arguments = body.get("arguments") or {}
         if not isinstance(arguments, dict) or not all(isinstance(k, str) for k in arguments):
-            raise MalformedMessage(f"arguments are not a mapping of names: {arguments!r}")
+            raise MalformedMessage(f"arguments are not a mapping of names: {safe_repr(arguments)}")
         pattern, matcher = _text(body, "pattern"), _text(body, "matcher")
         if pattern and matcher:
             _check_pattern(pattern, matcher)
@@ -262,7 +262,7 @@ class Mailbox:
         body = self._decode(envelope)
         ticket = envelope.headers.get("ticket")
         if ticket is not None and not isinstance(ticket, str):
-            raise MalformedMessage(f"ticket is not a string: {ticket!r}")
+            raise MalformedMessage(f"ticket is not a string: {safe_repr(ticket)}")
         return Reply(body, ticket, _clock(envelope.headers))
 
     def _decode(self, envelope: Envelope) -> dict[str, object]:
@@ -286,24 +286,26 @@ def _destination(value: object) -> tuple[str, ...] | None:
         return None
     if isinstance(value, list | tuple) and all(isinstance(name, str) for name in value):
         return tuple(value)
-    raise MalformedMessage(f"destination is not a list of node names: {value!r}")
+    raise MalformedMessage(f"destination is not a list of node names: {safe_repr(value)}")
 
 
 def _text(body: Mapping[str, object], key: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
-        raise MalformedMessage(f"{key} is not a string: {value!r}")
+        raise MalformedMessage(f"{key} is not a string: {safe_repr(value)}")
     return value
 
 
 def _check_pattern(pattern: str, matcher: str) -> None:
     if matcher not in MATCHERS:
-        raise MalformedMessage(f"unknown matcher {matcher!r} (known: {', '.join(MATCHERS)})")
+        raise MalformedMessage(
+            f"unknown matcher {safe_repr(matcher)} (known: {', '.join(MATCHERS)})"
+        )
     if matcher == "pcre":
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise MalformedMessage(f"pattern {pattern!r} is not a regex: {exc}") from None
+            raise MalformedMessage(f"pattern {safe_repr(pattern)} is not a regex: {exc}") from None
 
 
 def _reply_to(value: object) -> ReplyTo | None:
@@ -313,20 +315,20 @@ def _reply_to(value: object) -> ReplyTo | None:
         exchange, routing_key = value.get("exchange"), value.get("routing_key")
         if isinstance(exchange, str) and isinstance(routing_key, str):
             return ReplyTo(exchange, routing_key)
-    raise MalformedMessage(f"reply_to is not an exchange and routing key: {value!r}")
+    raise MalformedMessage(f"reply_to is not an exchange and routing key: {safe_repr(value)}")
 
 
 def _clock(headers: Mapping[str, object]) -> int:
     value = headers.get("clock") or 0
     if not isinstance(value, int) or isinstance(value, bool):
-        raise MalformedMessage(f"clock header is not an integer: {value!r}")
+        raise MalformedMessage(f"clock header is not an integer: {safe_repr(value)}")
     return value
 
 
 def _expires(headers: Mapping[str, object]) -> float:
     value = headers.get("expires") or 0
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise MalformedMessage(f"expires header is not a number: {value!r}")
+        raise MalformedMessage(f"expires header is not a number: {safe_repr(value)}")
     return float(value)
 
 

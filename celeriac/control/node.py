@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 
 from celeriac.control.clock import LamportClock
 from celeriac.control.mailbox import Mailbox, NodeReply, Reply, Request
-from celeriac.protocol.message import Envelope
+from celeriac.protocol.message import Envelope, safe_repr
 from celeriac.transports.base import Transport
 
 logger = logging.getLogger("celeriac.control")
@@ -19,6 +19,8 @@ Handler = Callable[..., NodeReply]
 
 #: Requests taken per fetch.
 _REQUESTS_PER_FETCH = 32
+#: How much of an unknown command's name a log line shows (the name comes from anyone).
+_NAME_IN_LOGS = 100
 #: Pause of :meth:`Node.run` after the broker failed.
 _RETRY_PAUSE = 1.0
 
@@ -113,8 +115,9 @@ class Node:
     def _run(self, request: Request) -> NodeReply:
         handler = self.handlers.get(request.method)
         if handler is None:
-            logger.error("Unknown control command %r for %s", request.method, self.nodename)
-            return {"error": f"unknown command {request.method!r}"}
+            name = safe_repr(request.method, _NAME_IN_LOGS)
+            logger.error("Unknown control command %s for %s", name, self.nodename)
+            return {"error": f"unknown command {name}"}
         try:
             return handler(**request.arguments)
         except Exception as exc:
