@@ -39,7 +39,8 @@ from celeriac.exceptions import ContentDisallowed, DecodeError, ImproperlyConfig
 from celeriac.protocol import serializers
 from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 from celeriac.protocol.message import Envelope, safe_repr
-from celeriac.transports.base import QueueSpec, Transport
+from celeriac.transports.base import Transport
+from celeriac.wire.queues import QueueSpec
 
 logger = logging.getLogger("celeriac.control")
 

@@ -16,8 +16,8 @@ from celeriac.control.client import flatten_reply
 from celeriac.control.mailbox import MalformedMessage, name_matches
 from celeriac.exceptions import DuplicateNodenameWarning, ImproperlyConfigured, OperationalError
 from celeriac.protocol.message import Envelope
-from celeriac.transports.base import QueueSpec
 from celeriac.transports.memory import MemoryTransport
+from celeriac.wire.queues import QueueSpec
 
 CELERY_QUEUE_ARGUMENTS = {"x-expires": 10_000, "x-message-ttl": 300_000}
 
