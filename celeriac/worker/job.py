@@ -16,9 +16,9 @@ class Job(NamedTuple):
     body: bytes
     content_type: str
     content_encoding: str
-    headers: dict[str, Any]
-    properties: dict[str, Any]
-    delivery_info: dict[str, Any]
+    headers: dict[str, object]
+    properties: dict[str, object]
+    delivery_info: dict[str, object]
     soft_time_limit: float | None
     hard_time_limit: float | None
 

@@ -15,7 +15,7 @@ from pika import spec
 
 from celeriac.exceptions import OperationalError
 from celeriac.transports.amqp.connection import AMQPConnection, ChannelError
-from celeriac.transports.base import QueueSpec
+from celeriac.wire.queues import QueueSpec
 
 logger = logging.getLogger("celeriac.transports.amqp")
 

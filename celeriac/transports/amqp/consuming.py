@@ -26,7 +26,7 @@ from celeriac.transports.amqp import codec
 from celeriac.transports.amqp.admin import AdminChannel
 from celeriac.transports.amqp.codec import Content, Deliver
 from celeriac.transports.amqp.connection import AMQPConnection, ChannelError
-from celeriac.transports.base import Delivery
+from celeriac.wire.queues import Delivery
 
 logger = logging.getLogger("celeriac.transports.amqp")
 

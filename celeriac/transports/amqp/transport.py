@@ -30,12 +30,11 @@ from celeriac.transports.amqp.publishing import PublishChannel
 from celeriac.transports.amqp.reconnect import Reconnector
 from celeriac.transports.base import (
     Capabilities,
-    Delivery,
-    QueueSpec,
     TransportOptions,
     dead_letter_by_publishing,
     log_dead_letter,
 )
+from celeriac.wire.queues import Delivery, QueueSpec
 
 logger = logging.getLogger("celeriac.transports.amqp")
 
@@ -43,9 +42,7 @@ logger = logging.getLogger("celeriac.transports.amqp")
 class AMQPTransport:
     """See the module docstring; the contract is :mod:`celeriac.transports.base`."""
 
-    capabilities = Capabilities(
-        priorities=True, cross_process=True, fanout=True, liveness_redelivery=True
-    )
+    capabilities = Capabilities(priorities=True, cross_process=True, fanout=True)
 
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url
