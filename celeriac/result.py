@@ -17,13 +17,13 @@ import contextvars
 import datetime as dt
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from celeriac import states
-from celeriac._state import get_current_app, get_current_task
-from celeriac.backends.base import Meta, ResultBackend
+from celeriac._state import App, get_current_app, get_current_task
+from celeriac.backends.base import ResultBackend
 from celeriac.exceptions import TimeoutError
-from celeriac.protocol.results import exception_from_dict
+from celeriac.protocol.results import Meta, exception_from_dict
 
 __all__ = [
     "AsyncResult",
@@ -51,6 +51,12 @@ _join_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 TaskCallback = Callable[[str, Any], object]
+#: What ``as_tuple`` makes: ``((id, parent), members)`` with ``parent`` and each member
+#: made the same way, ``members`` None for one task's result (a set has no head). Stored
+#: in metas and saved groups, where it comes back as lists.
+ResultTuple = tuple[tuple[str | None, "ResultTuple | None"] | None, list["ResultTuple"] | None]
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -78,7 +84,7 @@ def assert_will_not_block() -> None:
     if task is None or _join_allowed.get():
         return
     # A task run in-process by apply() waits for nobody else's worker slot.
-    if getattr(getattr(task, "request", None), "is_eager", False):
+    if task.request.is_eager:
         return
     raise RuntimeError(E_WOULDBLOCK)
 
@@ -133,16 +139,15 @@ class _Deadline:
 
 
 def _revoke(
-    app: Any,
+    app: App | None,
     task_ids: str | list[str],
-    connection: Any,
+    connection: object,
     terminate: bool,
     signal: str | None,
     wait: bool,
     timeout: float | None,
-) -> Any:
-    resolved: Any = app if app is not None else get_current_app()
-    return resolved.control.revoke(
+) -> None:
+    (app or get_current_app()).control.revoke(
         task_ids,
         connection=connection,
         terminate=terminate,
@@ -176,7 +181,7 @@ class ResultBase:
     def maybe_throw(self, propagate: bool = True, callback: TaskCallback | None = None) -> Any:
         raise NotImplementedError
 
-    def as_tuple(self) -> Any:
+    def as_tuple(self) -> ResultTuple:
         raise NotImplementedError
 
 
@@ -195,7 +200,7 @@ class AsyncResult(ResultBase):
         id: str,
         backend: ResultBackend | None = None,
         task_name: str | None = None,
-        app: Any = None,
+        app: App | None = None,
         parent: ResultBase | None = None,
     ) -> None:
         if id is None:
@@ -220,16 +225,14 @@ class AsyncResult(ResultBase):
     @property
     def backend(self) -> ResultBackend:
         if self._backend is None:
-            app: Any = self.app if self.app is not None else get_current_app()
-            self._backend = app.backend
-        assert self._backend is not None
+            self._backend = (self.app or get_current_app()).backend
         return self._backend
 
     @backend.setter
     def backend(self, value: ResultBackend) -> None:
         self._backend = value
 
-    def as_tuple(self) -> Any:
+    def as_tuple(self) -> ResultTuple:
         parent = self.parent.as_tuple() if self.parent is not None else None
         return ((self.id, parent), None)
 
@@ -252,7 +255,7 @@ class AsyncResult(ResultBase):
     def __copy__(self) -> AsyncResult:
         return type(self)(self.id, self._backend, self.task_name, self.app, self.parent)
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[type[AsyncResult], tuple[object, ...]]:
         # The backend holds connections: the unpickled copy finds its app's backend.
         return AsyncResult, (self.id, None, self.task_name, None, self.parent)
 
@@ -260,7 +263,7 @@ class AsyncResult(ResultBase):
 
     def _set_cache(self, meta: Meta) -> Meta:
         """Turn a stored meta into Python values; keep it when the state is final."""
-        meta = dict(meta)
+        meta = meta.copy()
         if meta.get("status") in states.EXCEPTION_STATES and meta.get("result") is not None:
             meta["result"] = _as_exception(meta["result"], meta.get("traceback"))
         children = meta.get("children")
@@ -466,9 +469,9 @@ class AsyncResult(ResultBase):
         signal: str | None = None,
         wait: bool = False,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> None:
         """Ask the workers not to run the task (``app.control.revoke``)."""
-        return _revoke(self.app, self.id, connection, terminate, signal, wait, timeout)
+        _revoke(self.app, self.id, connection, terminate, signal, wait, timeout)
 
 
 class EagerResult(AsyncResult):
@@ -500,7 +503,7 @@ class EagerResult(AsyncResult):
         if self._cache is not None:
             self._cache["status"] = states.REVOKED
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[type[EagerResult], tuple[object, ...]]:
         meta = self._get_task_meta()
         return EagerResult, (self.id, meta["result"], meta["status"], meta["traceback"])
 
@@ -527,7 +530,7 @@ class ResultSet(ResultBase):
     def __init__(
         self,
         results: Iterable[ResultBase] | None = None,
-        app: Any = None,
+        app: App | None = None,
         backend: ResultBackend | None = None,
         **unused: Any,
     ) -> None:
@@ -541,9 +544,7 @@ class ResultSet(ResultBase):
             return self._backend
         if self.results and isinstance(self.results[0], AsyncResult | ResultSet):
             return self.results[0].backend
-        app: Any = self.app if self.app is not None else get_current_app()
-        backend: ResultBackend = app.backend
-        return backend
+        return (self.app or get_current_app()).backend
 
     # -- the members -----------------------------------------------------------------
 
@@ -588,7 +589,7 @@ class ResultSet(ResultBase):
         ids = ", ".join(str(getattr(result, "id", result)) for result in self.results)
         return f"<{type(self).__name__}: [{ids}]>"
 
-    def as_tuple(self) -> Any:
+    def as_tuple(self) -> ResultTuple:
         return (None, [result.as_tuple() for result in self.results])
 
     # -- states, with one backend round trip ----------------------------------------
@@ -781,7 +782,7 @@ class GroupResult(ResultSet):
         id: str | None = None,
         results: Iterable[ResultBase] | None = None,
         parent: ResultBase | None = None,
-        app: Any = None,
+        app: App | None = None,
         backend: ResultBackend | None = None,
         **unused: Any,
     ) -> None:
@@ -800,12 +801,11 @@ class GroupResult(ResultSet):
 
     @classmethod
     def restore(
-        cls, id: str, backend: ResultBackend | None = None, app: Any = None
+        cls, id: str, backend: ResultBackend | None = None, app: App | None = None
     ) -> GroupResult | None:
         """The group saved under ``id``, or None."""
         if backend is None:
-            backend = (app if app is not None else get_current_app()).backend
-        assert backend is not None
+            backend = (app or get_current_app()).backend
         value = backend.get_group(id)
         if value is None:
             return None
@@ -817,7 +817,7 @@ class GroupResult(ResultSet):
             raise ValueError("this GroupResult has no id")
         return self.id
 
-    def as_tuple(self) -> Any:
+    def as_tuple(self) -> ResultTuple:
         parent = self.parent.as_tuple() if self.parent is not None else None
         return ((self.id, parent), [result.as_tuple() for result in self.results])
 
@@ -841,7 +841,10 @@ class GroupResult(ResultSet):
 
 
 def result_from_tuple(
-    value: Any, app: Any = None, *, backend: ResultBackend | None = None
+    value: ResultBase | Sequence[Any],
+    app: App | None = None,
+    *,
+    backend: ResultBackend | None = None,
 ) -> ResultBase:
     """Turn :meth:`~AsyncResult.as_tuple` output (or its JSON form) back into a result."""
     if isinstance(value, ResultBase):
@@ -860,7 +863,7 @@ def result_from_tuple(
     return AsyncResult(task_id, backend=backend, app=app, parent=parent_result)
 
 
-async def _to_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+async def _to_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     # asyncio is imported on first use: it is a fifth of celeriac's import time.
     import asyncio
 

@@ -12,10 +12,13 @@ import inspect
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast, overload
+from urllib.parse import urlsplit
 
 from celeriac import _state, signals
+from celeriac._state import TaskCall
 from celeriac.app.defaults import EMBEDDED_BROKER_URL
 from celeriac.app.publish import Publisher
 from celeriac.app.registry import TaskRegistry, gen_task_name
@@ -92,9 +95,9 @@ class Celery:
             self.conf.update(changes)
         for name, value in kwargs.items():
             self.conf[name] = value
-        _state.register_app(self)
+        _apps.add(self)
         if set_as_current:
-            _state.set_current_app(self)
+            _set_current_app(self)
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
@@ -256,7 +259,7 @@ class Celery:
             from celeriac.app import builtins
 
             builtins.register(self)
-            for callback in _state.app_finalizers():
+            for callback in list(_on_app_finalizers):
                 callback(self)
             self.import_default_modules()
             self.on_after_finalize.send(sender=self)
@@ -383,11 +386,15 @@ class Celery:
             accept=serializers.content_types(accept) if accept else None,
             expires=float(expires) if expires else None,
             transport_options=conf.result_backend_transport_options or {},
-            transport_factory=self.create_transport,
-            oid=self.oid,
             max_result_bytes=int(conf.result_max_size),
         )
-        return create_backend(conf.result_backend, options)
+        url = conf.result_backend
+        if url and urlsplit(url).scheme == "rpc":
+            from celeriac.backends.rpc import RPCBackend
+
+            # Results come back as messages over this app's broker, to its own queue.
+            return RPCBackend(url, options, transport_factory=self.create_transport, oid=self.oid)
+        return create_backend(url, options)
 
     def finalize_if_needed(self) -> None:
         if not self.finalized:
@@ -438,6 +445,24 @@ class Celery:
         publisher.publish([envelope for _, envelope, _ in built], queues, retry, retry_policy)
         return [AsyncResult(task_id, app=self, task_name=name) for task_id, _, _ in built]
 
+    def send_batch(self, calls: Sequence[TaskCall]) -> None:
+        """Send calls of any tasks in one batch: one round trip to the broker.
+
+        The results are not made here: callers give each call its ``task_id``.
+        """
+        if not calls:
+            return
+        publisher = self.publisher
+        envelopes, queues = [], {}
+        for name, args, kwargs, options in calls:
+            task = self.tasks.get(name)
+            if task is not None and task.typing:
+                task.check_arguments(args, kwargs)
+            _, envelope, route = publisher.build(name, args, kwargs, task_type=task, **options)
+            envelopes.append(envelope)
+            queues[route.queue.name] = route.queue
+        publisher.publish(envelopes, list(queues.values()))
+
     def signature(self, *args: Any, **kwargs: Any) -> Signature[Any]:
         kwargs.setdefault("app", self)
         return Signature(*args, **kwargs)
@@ -457,10 +482,10 @@ class Celery:
         )
 
     def set_current(self) -> None:
-        _state.set_current_app(self)
+        _set_current_app(self)
 
     def set_default(self) -> None:
-        _state.set_current_app(self)
+        _set_current_app(self)
 
     def now(self) -> Any:
         import datetime as dt
@@ -474,6 +499,101 @@ class Celery:
         run_with_app(self, list(argv or ["worker"]))
 
     start = worker_main
+
+
+# -- the app in use (Celery's ``celery._state``) ---------------------------------------
+
+_lock = threading.Lock()
+_current_app: Celery | None = None
+_default_app: Celery | None = None
+#: Every app, so that a shared task defined late still reaches the apps finalized before.
+_apps: weakref.WeakSet[Celery] = weakref.WeakSet()
+_on_app_finalizers: list[Callable[[Celery], object]] = []
+
+
+def _set_current_app(app: Celery) -> None:
+    global _current_app
+    _current_app = app
+
+
+def get_current_app() -> Celery:
+    """The current app; a default app (embedded broker) is made if none exists yet."""
+    global _default_app
+    if _current_app is not None:
+        return _current_app
+    with _lock:
+        if _default_app is None:
+            _default_app = Celery("default", set_as_current=False)
+        return _default_app
+
+
+_state.find_current_app_with(get_current_app)
+
+
+def connect_on_app_finalize(callback: Callable[[Celery], object]) -> None:
+    """Run ``callback(app)`` when any app (present or future) is finalized."""
+    _on_app_finalizers.append(callback)
+    for app in list(_apps):
+        if app.finalized:
+            callback(app)
+
+
+class _CurrentAppProxy:
+    """Stands for whichever app is current when it is used, like Celery's ``current_app``.
+
+    ``from celeriac import current_app`` at the top of a module must not freeze the app that
+    happened to be current at import time (often none yet, which would make a default app).
+    """
+
+    __slots__ = ()
+
+    def _get_current_object(self) -> Celery:
+        return get_current_app()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(get_current_app(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(get_current_app(), name, value)
+
+    def __eq__(self, other: object) -> bool:
+        return get_current_app() == other
+
+    def __hash__(self) -> int:
+        return hash(get_current_app())
+
+    def __repr__(self) -> str:
+        return repr(get_current_app())
+
+
+class _CurrentTaskProxy:
+    """Stands for the task executing in this context (``None``-like outside a task)."""
+
+    __slots__ = ()
+
+    def _get_current_object(self) -> _state.RunningTask | None:
+        return _state.get_current_task()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_state.get_current_task(), name)
+
+    def __bool__(self) -> bool:
+        return _state.get_current_task() is not None
+
+    def __eq__(self, other: object) -> bool:
+        return _state.get_current_task() == other
+
+    def __hash__(self) -> int:
+        return hash(_state.get_current_task())
+
+    def __repr__(self) -> str:
+        return repr(_state.get_current_task())
+
+
+#: ``celeriac.current_app``: typed as the app it stands for.
+current_app = cast(Celery, _CurrentAppProxy())
+#: ``celeriac.current_task``: the running task, falsy outside one.
+current_task = cast(BaseTask[Any, Any], _CurrentTaskProxy())
 
 
 def _import_related_module(package: str, related_name: str) -> None:
@@ -538,7 +658,7 @@ def shared_task(*args: Any, bind: bool = False, **options: Any) -> Any:
         def adopt(app: Celery) -> Any:
             return app._task_from_fun(fun, bind=bind, **options)
 
-        _state.connect_on_app_finalize(adopt)
+        connect_on_app_finalize(adopt)
         return SharedTask(fun, options.get("name"), adopt)
 
     if len(args) == 1 and callable(args[0]):
@@ -560,7 +680,7 @@ class SharedTask:
         self.__module__ = fun.__module__
 
     def _task(self) -> Any:
-        app = _state.get_current_app()
+        app = get_current_app()
         name = self._name or app.gen_task_name(self.__wrapped__.__name__, self.__module__)
         task = app.tasks.get(name)
         if task is None:

@@ -500,6 +500,5 @@ def _positional_bounds(signature: inspect.Signature) -> tuple[float, float]:
     return low, high
 
 
-def _task_by_name(name: str) -> Task[Any, Any]:
-    task: Task[Any, Any] = _state.get_current_app().tasks[name]
-    return task
+def _task_by_name(name: str) -> _state.RegisteredTask:
+    return _state.get_current_app().tasks[name]

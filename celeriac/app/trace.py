@@ -25,7 +25,7 @@ from celeriac.app.task import Context, Task
 from celeriac.app.workflow import WorkflowSteps
 from celeriac.exceptions import Ignore, Reject, Retry
 from celeriac.protocol.message import parse_datetime, safe_repr
-from celeriac.protocol.results import build_meta, exception_to_dict
+from celeriac.protocol.results import Meta, build_meta, exception_to_dict
 
 if TYPE_CHECKING:
     import asyncio
@@ -83,7 +83,7 @@ class ResultSink:
     ) -> None:
         self.backend = backend
         self.batch = batch
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[Meta] = []
         self._added = threading.Condition()  # guards pending and since
         self._storing = threading.Lock()  # one store at a time keeps them in order
         self._since = 0.0  # when pending last became non-empty
@@ -92,7 +92,7 @@ class ResultSink:
                 target=self._store_late, args=(max_delay,), name="celeriac-results", daemon=True
             ).start()
 
-    def add(self, meta: dict[str, Any]) -> None:
+    def add(self, meta: Meta) -> None:
         if not self.batch:
             self._store([meta])
             return
@@ -111,7 +111,7 @@ class ResultSink:
             if pending:
                 self._store(pending)
 
-    def _store(self, metas: list[dict[str, Any]]) -> None:
+    def _store(self, metas: list[Meta]) -> None:
         try:
             self.backend.store(metas)
         except (TypeError, ValueError):  # what serializers raise for values they cannot encode
@@ -121,7 +121,7 @@ class ResultSink:
                 "Cannot store %d task result(s) in %s: %s", len(metas), self.backend.url, exc
             )
 
-    def _store_each(self, metas: list[dict[str, Any]]) -> None:
+    def _store_each(self, metas: list[Meta]) -> None:
         for meta in metas:
             try:
                 self.backend.store([meta])
@@ -138,7 +138,7 @@ class ResultSink:
                 states.FAILURE,
                 exception_to_dict(error),
                 f"{type(error).__name__}: {error}",
-                extra={key: meta[key] for key in _FAILURE_KEEPS if key in meta},
+                extra={key: meta.get(key) for key in _FAILURE_KEEPS if key in meta},
             )
             try:
                 self.backend.store([failure])
@@ -335,15 +335,17 @@ class TaskRunner:
         if context.chord:
             if sink is not None:
                 sink.flush()  # members must be stored before the body can read them
-            self._chord_part(context, meta or {})
+            self._chord_part(context, meta)
 
     # -- workflow (celeriac.app.workflow)
     def _apply_workflow(self, retval: Any, context: Context) -> None:
         self.workflow.apply_next(retval, context)
 
-    def _chord_part(self, context: Context, meta: Mapping[str, Any]) -> None:
+    def _chord_part(self, context: Context, meta: Meta | None) -> None:
         if context.chord and context.group:
-            member_meta = dict(meta) or build_meta(context.id or "", states.SUCCESS, None)
+            member_meta = (
+                meta.copy() if meta else build_meta(context.id or "", states.SUCCESS, None)
+            )
             self.workflow.count_chord_member(
                 context.chord, context.group, context.group_index or 0, member_meta, context.id
             )

@@ -31,9 +31,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from celeriac import states
-from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
+from celeriac.backends.base import BackendCapabilities, BackendOptions, ChordMember
 from celeriac.backends.kv import GROUP_KEY_PREFIX, TASK_KEY_PREFIX, KeyValueBackend
 from celeriac.exceptions import ImproperlyConfigured, TimeoutError
+from celeriac.protocol.results import Meta
 from celeriac.utils.rediswire import PooledWire
 
 logger = logging.getLogger("celeriac.backends.redis")
@@ -191,7 +192,7 @@ class _Listener:
 class RedisBackend(KeyValueBackend):
     """Celery-compatible results in Redis."""
 
-    capabilities = BackendCapabilities(enabled=True, cross_process=True, push=True)
+    capabilities = BackendCapabilities(enabled=True, cross_process=True)
 
     def __init__(self, url: str, options: BackendOptions | None = None) -> None:
         super().__init__(url, options or BackendOptions())
@@ -246,7 +247,7 @@ class RedisBackend(KeyValueBackend):
 
     # -- the interface -----------------------------------------------------------------
 
-    def store(self, metas: Sequence[Mapping[str, Any]]) -> None:
+    def store(self, metas: Sequence[Meta]) -> None:
         if not metas:
             return
         codec = self._script_codec
@@ -274,8 +275,8 @@ class RedisBackend(KeyValueBackend):
                 self._retry_or_raise("wait", exc, attempt)
 
     def chord_part_return(
-        self, group_id: str, size: int, index: int, meta: Mapping[str, Any]
-    ) -> list[Meta] | None:
+        self, group_id: str, size: int, index: int, meta: Meta
+    ) -> list[ChordMember] | None:
         group_key = self._prefix + GROUP_KEY_PREFIX + group_id
         task_id = str(meta.get("task_id") or "")
         member = self.codec.encode([1, task_id, meta.get("status"), meta.get("result")])
@@ -289,7 +290,7 @@ class RedisBackend(KeyValueBackend):
         )
         if not members:
             return None
-        joined: list[Meta] = []
+        joined: list[ChordMember] = []
         for data in members:
             _, member_id, status, result = self.codec.decode(data)
             joined.append({"task_id": member_id, "status": status, "result": result})
@@ -348,7 +349,7 @@ class RedisBackend(KeyValueBackend):
                 f"The operation timed out: {len(unique) - len(ready)} of {len(unique)} "
                 f"results not ready after {timeout} s"
             )
-        return [dict(ready[task_id]) for task_id in task_ids]
+        return [ready[task_id].copy() for task_id in task_ids]
 
     def _listener(self) -> _Listener:
         """This thread's subscriber connection (a new one after fork or a lost connection)."""

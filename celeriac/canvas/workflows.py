@@ -23,31 +23,32 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import _state
+from celeriac._state import App, TaskCall
 from celeriac.canvas.signature import Signature
 from celeriac.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
-    from celeriac.app.base import Celery
-    from celeriac.result import AsyncResult, ResultBase
+    from celeriac.result import ResultBase
 
 #: Options that follow a workflow's result rather than its first task.
 RESULT_OPTIONS = ("group_id", "group_index", "chord", "link")
 
 
-def _tasks_of(tasks: tuple[Any, ...], app: Celery | None = None) -> list[Signature[Any]]:
+def _tasks_of(tasks: tuple[Any, ...], app: App | None = None) -> list[Signature[Any]]:
     """``f(a, b)``, ``f([a, b])`` and ``f(generator)`` all mean the tasks a and b."""
     if len(tasks) == 1 and not isinstance(tasks[0], Mapping) and isinstance(tasks[0], Iterable):
         tasks = tuple(tasks[0])
     return [Signature.from_dict(task, app=app) for task in tasks]
 
 
-def _app_of(sigs: Sequence[Signature[Any]], app: Celery | None) -> Celery | None:
+def _app_of(sigs: Sequence[Signature[Any]], app: App | None) -> App | None:
     if app is not None:
         return app
     for sig in sigs:
-        found = getattr(sig, "_app", None) or getattr(getattr(sig, "_type", None), "app", None)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
+        if sig._app is not None:
+            return sig._app
+        if sig._type is not None:
+            return sig._type.app
     return None
 
 
@@ -71,7 +72,7 @@ class _TaskList(Signature[Any]):
     TASK_NAME = ""
     SUBTASK_TYPE = ""
 
-    def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
+    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
         members = _tasks_of(tasks, app)
         super().__init__(
             self.TASK_NAME,
@@ -83,7 +84,7 @@ class _TaskList(Signature[Any]):
         )
 
     @classmethod
-    def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
+    def _from_wire(cls, data: dict[str, Any], app: App | None) -> Signature[Any]:
         return cls(*data["kwargs"]["tasks"], app=app, **(data.get("options") or {}))
 
     @property
@@ -109,7 +110,7 @@ class chain(_TaskList):
                 flat.append(step.clone())
         return flat
 
-    def _prepare(self, options: dict[str, Any]) -> tuple[list[Signature[Any]], list[Any]]:
+    def _prepare(self, options: dict[str, Any]) -> tuple[list[Signature[Any]], list[ResultBase]]:
         """The steps to send, with ids and options assigned, and their linked results.
 
         Takes out of ``options`` what goes to particular steps: ``task_id`` (the last
@@ -138,7 +139,7 @@ class chain(_TaskList):
         result_options = _split_options(options)
         if result_options:
             steps[-1] = _with_result_options(steps[-1], result_options)
-        results: list[Any] = []
+        results: list[ResultBase] = []
         for step in steps:
             result = step.freeze()
             if results:
@@ -187,7 +188,7 @@ class chain(_TaskList):
             raise ValueError("cannot apply an empty chain")
         return result
 
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
+    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> ResultBase:
         options = dict(self.options)
         if _id is not None:
             options["task_id"] = _id
@@ -228,7 +229,7 @@ def _current_root_id() -> str | None:
     return task.request.root_id or task.request.id
 
 
-def _first_id(result: Any) -> str:
+def _first_id(result: ResultBase) -> str:
     oldest = _oldest(result)
     members = getattr(oldest, "results", None)
     if members:  # a group: the workflow's root is its first member
@@ -292,15 +293,15 @@ class group(_TaskList):
         group_id = self._group_id(options)
         app = self.app
         results: list[Any] = []
-        plain: list[tuple[Signature[Any], dict[str, Any]]] = []
+        plain: list[TaskCall] = []
         for index, member in enumerate(self.tasks):
             member_options = {**options, "group_id": group_id, "group_index": index}
             if type(member) is Signature:
                 results.append(member.freeze())
-                plain.append((member, member_options))
+                plain.append(TaskCall(member.task, *member._merge(args, kwargs, member_options)))
             else:
                 results.append(member.apply_async(args, kwargs, **member_options))
-        self._send_batch(app, plain, args, kwargs)
+        app.send_batch(plain)
         return GroupResult(group_id, results, app=app)
 
     def apply(
@@ -317,31 +318,7 @@ class group(_TaskList):
         results = [member.apply(args, kwargs, **options) for member in self.tasks]
         return GroupResult(group_id, results, app=self.app)
 
-    @staticmethod
-    def _send_batch(
-        app: Celery,
-        members: list[tuple[Signature[Any], dict[str, Any]]],
-        args: Sequence[Any] | None,
-        kwargs: Mapping[str, Any] | None,
-    ) -> None:
-        """Publish plain members in one batch: one round trip to the broker."""
-        if not members:
-            return
-        publisher = app.publisher
-        envelopes, queues = [], {}
-        for member, member_options in members:
-            call_args, call_kwargs, merged = member._merge(args, kwargs, member_options)
-            task = app.tasks.get(member.task)
-            if task is not None and task.typing:
-                task.check_arguments(call_args, call_kwargs)
-            _, envelope, route = publisher.build(
-                member.task, call_args, call_kwargs, task_type=task, **merged
-            )
-            envelopes.append(envelope)
-            queues[route.queue.name] = route.queue
-        publisher.publish(envelopes, list(queues.values()))
-
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
+    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> ResultBase:
         from celeriac.result import GroupResult
 
         group_id = _id or self.options.get("task_id") or group_id or str(uuid.uuid4())
@@ -381,7 +358,7 @@ class group(_TaskList):
         return f"group([{', '.join(repr(task) for task in self.tasks)}])"
 
 
-def _flat_members(header: Any, app: Celery | None) -> list[Signature[Any]]:
+def _flat_members(header: Any, app: App | None) -> list[Signature[Any]]:
     """A chord header's members; nested groups are flattened (each member counts once)."""
     members: list[Signature[Any]] = []
     source = header.tasks if isinstance(header, group) else _tasks_of((header,), app)
@@ -397,7 +374,7 @@ class chord(Signature[Any]):
     """Run the header group, then the body with the list of header results."""
 
     def __init__(
-        self, header: Any, body: Any = None, app: Celery | None = None, **options: Any
+        self, header: Any, body: Any = None, app: App | None = None, **options: Any
     ) -> None:
         if isinstance(header, Mapping) and not isinstance(header, Signature):
             header = Signature.from_dict(header, app=app)
@@ -416,7 +393,7 @@ class chord(Signature[Any]):
         )
 
     @classmethod
-    def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
+    def _from_wire(cls, data: dict[str, Any], app: App | None) -> Signature[Any]:
         kwargs = data["kwargs"]
         return cls(kwargs["header"], kwargs.get("body"), app=app, **(data.get("options") or {}))
 
@@ -453,7 +430,9 @@ class chord(Signature[Any]):
     def __call__(self, body: Any = None, **options: Any) -> Any:
         return self.apply_async((), {}, body=body, **options)
 
-    def _prepare(self, body: Any, options: dict[str, Any]) -> tuple[group, Signature[Any], Any]:
+    def _prepare(
+        self, body: Any, options: dict[str, Any]
+    ) -> tuple[group, Signature[Any], ResultBase]:
         """Header (with its id) and body (with id, size and result options), frozen.
 
         Takes out of ``options`` what belongs to the body: ``task_id`` (the body's id, which
@@ -493,10 +472,11 @@ class chord(Signature[Any]):
         route_name: str | None = None,
         body: Any = None,
         **options: Any,
-    ) -> AsyncResult:
+    ) -> ResultBase:
         app = self.app
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, body=body, **options)  # type: ignore[no-any-return]
+            eager: ResultBase = self.apply(args, kwargs, body=body, **options)
+            return eager
         if not app.backend.capabilities.enabled:
             raise ImproperlyConfigured(
                 "a chord needs a result backend to count its header; set result_backend"
@@ -514,12 +494,10 @@ class chord(Signature[Any]):
             body_sig.apply_async(([],), **options)
         else:
             # Celery's workers complete a chord only against a size the client stored
-            # before sending the header (Redis ``.s``); backends without one count alone.
-            set_chord_size = getattr(app.backend, "set_chord_size", None)
-            if set_chord_size is not None:
-                set_chord_size(header.options["task_id"], body_sig["chord_size"])
+            # before sending the header (Redis ``.s``); other backends count alone.
+            app.backend.set_chord_size(header.options["task_id"], body_sig["chord_size"])
             header.apply_async(args, kwargs, chord=dict(body_sig), **options)
-        return body_result  # type: ignore[no-any-return]
+        return body_result
 
     def apply(
         self,
@@ -539,7 +517,7 @@ class chord(Signature[Any]):
         _oldest(result).parent = header_result
         return result
 
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
+    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> ResultBase:
         options = dict(self.options)
         if _id is not None:
             options["task_id"] = _id

@@ -35,7 +35,7 @@ from celeriac.exceptions import (
     WorkerLostError,
 )
 from celeriac.protocol.message import check_task_headers, parse_datetime, upgrade_v1
-from celeriac.protocol.results import build_meta, exception_to_dict
+from celeriac.protocol.results import Meta, build_meta, exception_to_dict
 from celeriac.transports.base import (
     BrokerStorageFull,
     Delivery,
@@ -349,7 +349,7 @@ class Consumer:
         self._store([build_meta(task_id, states.REVOKED, error, extra=extra)])
         self.to_ack.append(delivery)
 
-    def _store(self, metas: list[dict[str, Any]]) -> None:
+    def _store(self, metas: list[Meta]) -> None:
         backend = self.app.backend
         if backend.capabilities.enabled:
             try:
@@ -414,7 +414,7 @@ class Consumer:
         if not completions:
             return
         late, unstarted, acked_early = self.late, self.unstarted, self.acked_early
-        metas: list[dict[str, Any]] = []
+        metas: list[Meta] = []
         for completion in completions:
             seq = completion.seq
             self.processed += completion.ran
