@@ -524,6 +524,35 @@ def _fetch_metas(results: Sequence[AsyncResult]) -> list[Meta]:
     return [meta for meta in metas if meta is not None]
 
 
+def _raise_first_failure(results: Sequence[AsyncResult], metas: Sequence[Meta]) -> None:
+    for result, meta in zip(results, metas, strict=True):
+        if meta["status"] in states.PROPAGATE_STATES:
+            result.maybe_throw()
+
+
+def _pending_on_one_backend(
+    results: Sequence[AsyncResult], metas: Sequence[Meta]
+) -> list[AsyncResult]:
+    """The results not ready yet, when they share one backend (else none: see the caller)."""
+    pending = [
+        result
+        for result, meta in zip(results, metas, strict=True)
+        if meta["status"] not in states.READY_STATES
+    ]
+    return pending if len({id(result.backend) for result in pending}) == 1 else []
+
+
+def _wait_once(pending: Sequence[AsyncResult], timeout: float | None, interval: float) -> bool:
+    """One ``wait`` on the backend the results share; False when it timed out."""
+    try:
+        stored = pending[0].backend.wait([result.id for result in pending], timeout, interval)
+    except TimeoutError:
+        return False
+    for result, meta in zip(pending, stored, strict=True):
+        result._set_cache(meta)
+    return True
+
+
 class ResultSet(ResultBase):
     """Many results, read and waited for together."""
 
@@ -715,28 +744,16 @@ class ResultSet(ResultBase):
         while True:
             metas = _fetch_metas(singles)
             if propagate:
-                for result, meta in zip(singles, metas, strict=True):
-                    if meta["status"] in states.PROPAGATE_STATES:
-                        result.maybe_throw()
-            pending = [
-                result
-                for result, meta in zip(singles, metas, strict=True)
-                if meta["status"] not in states.READY_STATES
-            ]
-            backends = {id(result.backend) for result in pending}
-            if len(backends) != 1:
+                _raise_first_failure(singles, metas)
+            pending = _pending_on_one_backend(singles, metas)
+            if not pending:
                 return  # all ready, or spread over backends: the members wait one by one
-            backend = pending[0].backend
             wait_for = deadline.next_slice() if sliced else deadline.remaining()
-            try:
-                stored = backend.wait([r.id for r in pending], wait_for, deadline.interval)
-            except TimeoutError:
-                deadline.raise_if_passed(f"{len(pending)} of {len(singles)} results")
-                if on_interval is not None:
-                    on_interval()
-            else:
-                for result, meta in zip(pending, stored, strict=True):
-                    result._set_cache(meta)
+            if _wait_once(pending, wait_for, deadline.interval):
+                continue
+            deadline.raise_if_passed(f"{len(pending)} of {len(singles)} results")
+            if on_interval is not None:
+                on_interval()
 
     async def ajoin(
         self,

@@ -120,35 +120,29 @@ class chain(_TaskList):
         flat = self._flat_steps()
         if not flat:
             raise ValueError("cannot apply an empty chain")
-        last_id = options.pop("task_id", None)
-        if last_id:
-            flat[-1].options["task_id"] = last_id
-        errbacks = options.pop("link_error", None)
-        for step in flat:
-            for errback in _as_list(errbacks) if errbacks else ():
-                step.link_error(errback)
+        _take_step_options(flat, options)
         continuation = options.pop("chain", None) or ()
         flat += [Signature.from_dict(step, app=self._app) for step in reversed(continuation)]
-        steps: list[Signature[Any]] = []
-        for step in flat:
-            if steps and isinstance(steps[-1], group):
-                # What follows a group receives the group's list: together, a chord.
-                steps[-1] = chord(steps[-1], step, app=self._app)
-            else:
-                steps.append(step)
+        steps = self._with_chords(flat)
         result_options = _split_options(options)
         if result_options:
             steps[-1] = _with_result_options(steps[-1], result_options)
-        results: list[ResultBase] = []
-        for step in steps:
-            result = step.freeze()
-            if results:
-                _oldest(result).parent = results[-1]
-            results.append(result)
+        results = _freeze_in_line(steps)
         root_id = options.pop("root_id", None) or _current_root_id() or _first_id(results[0])
         for step in steps:
             step.options["root_id"] = root_id
         return steps, results
+
+    def _with_chords(self, flat: list[Signature[Any]]) -> list[Signature[Any]]:
+        """The steps, a group and the step after it joined as a chord (which receives the
+        group's list)."""
+        steps: list[Signature[Any]] = []
+        for step in flat:
+            if steps and isinstance(steps[-1], group):
+                steps[-1] = chord(steps[-1], step, app=self._app)
+            else:
+                steps.append(step)
+        return steps
 
     def apply_async(
         self,
@@ -219,6 +213,29 @@ class chain(_TaskList):
 
     def __repr__(self) -> str:
         return " | ".join(repr(step) for step in self.tasks)
+
+
+def _take_step_options(steps: list[Signature[Any]], options: dict[str, Any]) -> None:
+    """Move ``task_id`` (the last step's id) and ``link_error`` (every step's) from
+    ``options`` to the steps."""
+    last_id = options.pop("task_id", None)
+    if last_id:
+        steps[-1].options["task_id"] = last_id
+    errbacks = options.pop("link_error", None)
+    for step in steps:
+        for errback in _as_list(errbacks) if errbacks else ():
+            step.link_error(errback)
+
+
+def _freeze_in_line(steps: list[Signature[Any]]) -> list[ResultBase]:
+    """The steps' results, each (through its oldest ancestor) the child of the one before."""
+    results: list[ResultBase] = []
+    for step in steps:
+        result = step.freeze()
+        if results:
+            _oldest(result).parent = results[-1]
+        results.append(result)
+    return results
 
 
 def _current_root_id() -> str | None:
