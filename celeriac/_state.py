@@ -2,8 +2,8 @@
 
 ``AsyncResult()`` or a signature without an ``app=`` uses "the app in use": the one most
 recently created or ``set_current()``, else a default app made on first use (Celery's
-behaviour). The apps belong to the app layer (:mod:`celeriac.app.base`), which tells this
-module how to find the app in use when it is imported; ``import celeriac`` imports it.
+behaviour). The apps belong to the app layer (:mod:`celeriac.app.current`), which tells
+this module how to find the app in use when it is imported; ``import celeriac`` imports it.
 The running task is a context variable, so it is right in threads and in asyncio tasks
 alike.
 
@@ -145,7 +145,7 @@ class App(Protocol):
 
 
 def _no_app_layer() -> App:
-    raise RuntimeError("celeriac.app.base is not imported, so there is no app in use")
+    raise RuntimeError("celeriac.app.current is not imported, so there is no app in use")
 
 
 _find_app: Callable[[], App] = _no_app_layer
@@ -156,7 +156,7 @@ current_task_var: contextvars.ContextVar[RunningTask | None] = contextvars.Conte
 
 
 def find_current_app_with(finder: Callable[[], App]) -> None:
-    """Set how the app in use is found (done by :mod:`celeriac.app.base` on import)."""
+    """Set how the app in use is found (done by :mod:`celeriac.app.current` on import)."""
     global _find_app
     _find_app = finder
 

@@ -100,7 +100,7 @@ def _pending_meta(task_id: str) -> Meta:
     }
 
 
-def _as_exception(value: Any, traceback: str | None) -> BaseException:
+def _as_exception(value: object, traceback: str | None) -> BaseException:
     exc = exception_from_dict(value)
     if traceback and getattr(exc, "remote_traceback", None) != traceback:
         with contextlib.suppress(Exception):  # an exception class may refuse attributes
@@ -316,11 +316,11 @@ class AsyncResult(ResultBase):
         return self._get_task_meta().get("name")
 
     @property
-    def args(self) -> Any:
+    def args(self) -> list[Any] | None:
         return self._get_task_meta().get("args")
 
     @property
-    def kwargs(self) -> Any:
+    def kwargs(self) -> dict[str, Any] | None:
         return self._get_task_meta().get("kwargs")
 
     @property
@@ -376,7 +376,7 @@ class AsyncResult(ResultBase):
         on_message: Callable[[Meta], object] | None = None,
         on_interval: Callable[[], object] | None = None,
         disable_sync_subtasks: bool = True,
-        **unused: Any,
+        **unused: object,
     ) -> Any:
         """Wait for the task and return its value, or raise its exception.
 
@@ -464,7 +464,7 @@ class AsyncResult(ResultBase):
 
     def revoke(
         self,
-        connection: Any = None,
+        connection: object = None,
         terminate: bool = False,
         signal: str | None = None,
         wait: bool = False,
@@ -499,7 +499,7 @@ class EagerResult(AsyncResult):
     def forget(self) -> None:
         """Nothing is stored."""
 
-    def revoke(self, *args: Any, **kwargs: Any) -> None:
+    def revoke(self, *args: object, **kwargs: object) -> None:
         if self._cache is not None:
             self._cache["status"] = states.REVOKED
 
@@ -561,7 +561,7 @@ class ResultSet(ResultBase):
         results: Iterable[ResultBase] | None = None,
         app: App | None = None,
         backend: ResultBackend | None = None,
-        **unused: Any,
+        **unused: object,
     ) -> None:
         self.app = app
         self._backend = backend
@@ -680,14 +680,14 @@ class ResultSet(ResultBase):
 
     def revoke(
         self,
-        connection: Any = None,
+        connection: object = None,
         terminate: bool = False,
         signal: str | None = None,
         wait: bool = False,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> None:
         task_ids = [str(result.id) for result in self.results]
-        return _revoke(self.app, task_ids, connection, terminate, signal, wait, timeout)
+        _revoke(self.app, task_ids, connection, terminate, signal, wait, timeout)
 
     # -- waiting ---------------------------------------------------------------------
 
@@ -701,7 +701,7 @@ class ResultSet(ResultBase):
         on_message: Callable[[Meta], object] | None = None,
         disable_sync_subtasks: bool = True,
         on_interval: Callable[[], object] | None = None,
-        **unused: Any,
+        **unused: object,
     ) -> list[Any]:
         """Wait for every member; return their values in order.
 
@@ -801,7 +801,7 @@ class GroupResult(ResultSet):
         parent: ResultBase | None = None,
         app: App | None = None,
         backend: ResultBackend | None = None,
-        **unused: Any,
+        **unused: object,
     ) -> None:
         super().__init__(results, app=app, backend=backend)
         self.id = id

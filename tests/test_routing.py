@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celery, Exchange, Queue
-from celeriac.app import base as app_base
+from celeriac.app import current as app_current
 from celeriac.app.routing import MappingRouter, RouteResolver, prepare_routers, queue_spec
 from celeriac.exceptions import ImproperlyConfigured, QueueNotFound
 from celeriac.protocol.message import Envelope
@@ -22,9 +22,9 @@ _names = itertools.count()
 
 @pytest.fixture(autouse=True)
 def _restore_current_app() -> Iterator[None]:
-    before = app_base._current_app
+    before = app_current._current_app
     yield
-    app_base._current_app = before
+    app_current._current_app = before
 
 
 def make_app(**conf: Any) -> Celery:

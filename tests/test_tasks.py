@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celery, states
-from celeriac.app import base as app_base
+from celeriac.app import current as app_current
 from celeriac.app.task import Context, Task
 from celeriac.protocol.message import Envelope, TaskBody, decode_task_body
 from celeriac.result import EagerResult
@@ -23,9 +23,9 @@ _names = itertools.count()
 
 @pytest.fixture(autouse=True)
 def _restore_current_app() -> Iterator[None]:
-    before = app_base._current_app
+    before = app_current._current_app
     yield
-    app_base._current_app = before
+    app_current._current_app = before
 
 
 @pytest.fixture

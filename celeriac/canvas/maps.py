@@ -20,7 +20,7 @@ class _basemap(Signature[Any]):
     task_name = ""
 
     def __init__(
-        self, task: Any, it: Iterable[Any], app: App | None = None, **options: Any
+        self, task: Mapping[str, Any], it: Iterable[Any], app: App | None = None, **options: Any
     ) -> None:
         sig = Signature.from_dict(task, app=app)
         super().__init__(
@@ -49,7 +49,12 @@ class chunks(Signature[Any]):
     """Split ``it`` into chunks of ``n`` items, each chunk one ``celery.starmap`` task."""
 
     def __init__(
-        self, task: Any, it: Iterable[Any], n: int, app: App | None = None, **options: Any
+        self,
+        task: Mapping[str, Any],
+        it: Iterable[Any],
+        n: int,
+        app: App | None = None,
+        **options: Any,
     ) -> None:
         sig = Signature.from_dict(task, app=app)
         super().__init__(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from celeriac import _state
@@ -210,7 +210,9 @@ class Signature(dict[str, Any], Generic[R]):
     def set_immutable(self, immutable: bool) -> None:
         self.immutable = immutable
 
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> ResultBase:
+    def freeze(
+        self, _id: str | None = None, group_id: str | None = None, **_: object
+    ) -> ResultBase:
         """Assign the task id now, so a result can be held before sending."""
         options = self.options
         if _id is not None:
@@ -247,7 +249,7 @@ class Signature(dict[str, Any], Generic[R]):
             clone._type = self._type
         return clone
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[Callable[[Mapping[str, Any]], Signature[Any]], tuple[object]]:
         return (Signature.from_dict, (dict(self),))
 
     def __repr__(self) -> str:
@@ -257,7 +259,9 @@ class Signature(dict[str, Any], Generic[R]):
         return f"{prefix}{self.task}({', '.join(parts)})"
 
 
-def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature[Any]:
+def signature(
+    varies: str | RegisteredTask | Mapping[str, Any], *args: Any, **kwargs: Any
+) -> Signature[Any]:
     """``signature('name', args, kwargs, options)`` or ``signature(dict)``."""
     if isinstance(varies, Mapping) and not args and not kwargs:
         return Signature.from_dict(varies, app=None)
@@ -267,7 +271,9 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature[Any]:
 subtask = signature
 
 
-def maybe_signature(value: Any, app: App | None = None) -> Signature[Any] | None:
+def maybe_signature(
+    value: Mapping[str, Any] | None, app: App | None = None
+) -> Signature[Any] | None:
     if value is None:
         return None
     if isinstance(value, Signature):

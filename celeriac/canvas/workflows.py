@@ -169,7 +169,7 @@ class chain(_TaskList):
     ) -> Any:
         """Run the steps here, one after the other (as Celery does: a failure raises)."""
         options = {**self.options, **options}
-        result: Any = None
+        result: ResultBase | None = None
         for step in self._flat_steps():
             if result is None:
                 step_result = step.apply(args, kwargs, **options)
@@ -182,7 +182,9 @@ class chain(_TaskList):
             raise ValueError("cannot apply an empty chain")
         return result
 
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> ResultBase:
+    def freeze(
+        self, _id: str | None = None, group_id: str | None = None, **_: object
+    ) -> ResultBase:
         options = dict(self.options)
         if _id is not None:
             options["task_id"] = _id
@@ -254,7 +256,9 @@ def _first_id(result: ResultBase) -> str:
     return str(oldest.id)
 
 
-def _as_list(value: Any) -> list[Any]:
+def _as_list(
+    value: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+) -> list[Mapping[str, Any]]:
     return [value] if isinstance(value, Mapping) else list(value)
 
 
@@ -309,7 +313,7 @@ class group(_TaskList):
             return as_chord.apply_async(args, kwargs, chain=continuation or None, **options)
         group_id = self._group_id(options)
         app = self.app
-        results: list[Any] = []
+        results: list[ResultBase] = []
         plain: list[TaskCall] = []
         for index, member in enumerate(self.tasks):
             member_options = {**options, "group_id": group_id, "group_index": index}
@@ -335,7 +339,9 @@ class group(_TaskList):
         results = [member.apply(args, kwargs, **options) for member in self.tasks]
         return GroupResult(group_id, results, app=self.app)
 
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> ResultBase:
+    def freeze(
+        self, _id: str | None = None, group_id: str | None = None, **_: object
+    ) -> ResultBase:
         from celeriac.result import GroupResult
 
         group_id = _id or self.options.get("task_id") or group_id or str(uuid.uuid4())
@@ -391,7 +397,11 @@ class chord(Signature[Any]):
     """Run the header group, then the body with the list of header results."""
 
     def __init__(
-        self, header: Any, body: Any = None, app: App | None = None, **options: Any
+        self,
+        header: Any,
+        body: Mapping[str, Any] | None = None,
+        app: App | None = None,
+        **options: Any,
     ) -> None:
         if isinstance(header, Mapping) and not isinstance(header, Signature):
             header = Signature.from_dict(header, app=app)
@@ -444,11 +454,11 @@ class chord(Signature[Any]):
         sig = self.kwargs["body"] = Signature.from_dict(body, app=self._app)
         return sig
 
-    def __call__(self, body: Any = None, **options: Any) -> Any:
+    def __call__(self, body: Mapping[str, Any] | None = None, **options: Any) -> ResultBase:
         return self.apply_async((), {}, body=body, **options)
 
     def _prepare(
-        self, body: Any, options: dict[str, Any]
+        self, body: Mapping[str, Any] | None, options: dict[str, Any]
     ) -> tuple[group, Signature[Any], ResultBase]:
         """Header (with its id) and body (with id, size and result options), frozen.
 
@@ -487,7 +497,7 @@ class chord(Signature[Any]):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         route_name: str | None = None,
-        body: Any = None,
+        body: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> ResultBase:
         app = self.app
@@ -520,7 +530,7 @@ class chord(Signature[Any]):
         self,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        body: Any = None,
+        body: Mapping[str, Any] | None = None,
         propagate: bool = True,
         **options: Any,
     ) -> Any:
@@ -534,7 +544,9 @@ class chord(Signature[Any]):
         _oldest(result).parent = header_result
         return result
 
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> ResultBase:
+    def freeze(
+        self, _id: str | None = None, group_id: str | None = None, **_: object
+    ) -> ResultBase:
         options = dict(self.options)
         if _id is not None:
             options["task_id"] = _id
