@@ -149,6 +149,10 @@ class NotConfigured(CeleriacError, UserWarning):
     """Celeriac has not been configured, defaults are used."""
 
 
+class DuplicateNodenameWarning(UserWarning):
+    """Two workers answered a remote-control request under one node name."""
+
+
 class ChordError(CeleriacError):
     """A task in a chord's header failed, so the chord body cannot run."""
 
@@ -203,6 +207,7 @@ __all__ = [
     "ChordError",
     "ContentDisallowed",
     "DecodeError",
+    "DuplicateNodenameWarning",
     "Ignore",
     "ImproperlyConfigured",
     "IncompleteStream",

@@ -28,7 +28,8 @@ from celeriac.protocol.message import Envelope, build_task_envelope, decode_task
 from celeriac.transports import create_transport
 from celeriac.transports.amqp import AMQPTransport, codec
 from celeriac.transports.amqp.params import parse_urls
-from celeriac.transports.base import Delivery, QueueSpec, TransportOptions
+from celeriac.transports.base import TransportOptions
+from celeriac.wire.queues import Delivery, QueueSpec
 from tests.conformance.transport_amqp import BROKER, create_vhost, delete_vhost, rabbitmqctl
 
 pytestmark = pytest.mark.amqp

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from celeriac import Celery, Signature, signature, states
-from celeriac.app.trace import request_from_headers
-from celeriac.app.workflow import fail_unrun
+from celeriac.app.next_steps import fail_unrun
 from celeriac.canvas import chain, chord, chunks, group, maybe_signature, xmap, xstarmap
 from celeriac.exceptions import ChordError, ImproperlyConfigured, TaskRevokedError, WorkerLostError
+from celeriac.protocol.headers import request_from_headers
 from celeriac.protocol.message import decode_task_body
 from celeriac.result import AsyncResult, GroupResult
 from celeriac.transports.base import Transport

@@ -11,6 +11,15 @@ import pytest
 from celeriac import exceptions, states
 from celeriac.exceptions import ContentDisallowed, DecodeError, InvalidMessageError
 from celeriac.protocol import serializers
+from celeriac.protocol.headers import (
+    LOST_HEADER,
+    eta_timestamp,
+    is_expired,
+    reply_extra,
+    request_from_headers,
+    time_limits,
+    times_lost,
+)
 from celeriac.protocol.message import (
     Envelope,
     TaskMessageTemplate,
@@ -323,6 +332,61 @@ def test_new_task_ids_are_uuid4_strings() -> None:
         parsed = uuid.UUID(task_id)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == task_id
     assert new_task_ids(0) == []
+
+
+# -- what a message says about itself
+
+
+def test_time_limits() -> None:
+    assert time_limits({}) == (None, None) and time_limits({"timelimit": None}) == (None, None)
+    assert time_limits({"timelimit": [None, None]}) == (None, None)
+    assert time_limits({"timelimit": [10, "2.5"]}) == (10.0, 2.5)
+    assert time_limits({"timelimit": (None, 3)}) == (None, 3.0)
+    for bad in ([1], [1, 2, 3], ["a", 1], 5, {"hard": 1}):
+        with pytest.raises(InvalidMessageError, match="bad timelimit header"):
+            time_limits({"timelimit": bad})
+
+
+def test_expiry_and_eta() -> None:
+    when = dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC)
+    stamp = when.timestamp()
+    for value in (when.isoformat(), "2024-01-01T12:00:00", stamp, when):
+        assert is_expired({"expires": value}, stamp) and is_expired({"expires": value}, stamp + 1)
+        assert not is_expired({"expires": value}, stamp - 1)
+        assert eta_timestamp({"eta": value}) == stamp
+    for none in ({}, {"expires": None, "eta": None}, {"expires": "", "eta": ""}):
+        assert not is_expired(none, stamp) and eta_timestamp(none) is None
+    with pytest.raises(InvalidMessageError, match="bad expires header: bad timestamp"):
+        is_expired({"expires": "soon"}, stamp)
+    with pytest.raises(InvalidMessageError, match="bad timestamp"):
+        eta_timestamp({"eta": "soon"})
+
+
+def test_times_lost_counts_only_positive_integers() -> None:
+    assert times_lost({}) == 0 and times_lost({LOST_HEADER: 3}) == 3
+    for odd in (-1, 0, True, 2.0, "2", None, [2]):
+        assert times_lost({LOST_HEADER: odd}) == 0
+
+
+def test_reply_extra_only_where_results_go_to_the_reply_queue() -> None:
+    assert reply_extra({"reply_to": "q"}, needs_reply_to=True) == {"reply_to": "q"}
+    assert reply_extra({"reply_to": "q"}, needs_reply_to=False) is None
+    assert reply_extra({"reply_to": ""}, needs_reply_to=True) is None
+    assert reply_extra({}, needs_reply_to=True) is None
+
+
+def test_request_from_headers() -> None:
+    envelope = build_task_envelope(
+        "proj.add", "id-1", (1,), {}, reply_to="r", extra_headers={"custom": "c"}
+    )
+    body = decode_task_body(envelope, None)
+    request = request_from_headers(
+        envelope.headers, envelope.properties, body.embed, {"routing_key": "q"}
+    )
+    assert request["id"] == "id-1" and request["custom"] == "c" and request["retries"] == 0
+    assert request["reply_to"] == "r" and request["correlation_id"] == "id-1"
+    assert request["delivery_info"] == {"routing_key": "q"} and request["is_eager"] is False
+    assert request["headers"] is envelope.headers and request["chain"] is None
 
 
 # -- result metadata

@@ -19,8 +19,8 @@ import redis
 
 from celeriac import states
 from celeriac.backends import BackendOptions, create_backend
-from celeriac.backends.redis import RedisBackend, key_prefix, redis_py_url
-from celeriac.exceptions import ImproperlyConfigured, TaskRevokedError
+from celeriac.backends.redis import RedisBackend, key_prefix
+from celeriac.exceptions import TaskRevokedError
 from celeriac.protocol.results import build_meta, exception_from_dict, exception_to_dict
 
 celery: Any = pytest.importorskip("celery")
@@ -299,21 +299,3 @@ def test_registry_creates_the_redis_backend() -> None:
     assert isinstance(backend, RedisBackend)
     assert backend.capabilities.cross_process
     backend.close()
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("redis://", "redis://localhost"),
-        ("redis://:pw@h:6380/3", "redis://:pw@h:6380?db=3"),
-        ("rediss://h/0?ssl_cert_reqs=CERT_NONE", "rediss://h?ssl_cert_reqs=none&db=0"),
-        ("redis+socket:///run/redis.sock?db=2", "unix:/run/redis.sock?db=2"),
-    ],
-)
-def test_result_urls(url: str, expected: str) -> None:
-    assert redis_py_url(url) == expected
-
-
-def test_a_bad_url_is_a_configuration_error() -> None:
-    with pytest.raises(ImproperlyConfigured):
-        redis_py_url("redis://h/results")

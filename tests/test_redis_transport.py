@@ -25,10 +25,10 @@ import redis
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.message import Envelope, build_task_envelope, decode_task_body
-from celeriac.transports import Delivery, QueueSpec, TransportOptions, create_transport
+from celeriac.transports import TransportOptions, create_transport
 from celeriac.transports.redis import RedisTransport
-from celeriac.transports.redis.connection import redis_py_url, safe_url
 from celeriac.transports.redis.keyspace import KeySpace, topic_pattern
+from celeriac.wire.queues import Delivery, QueueSpec
 
 celery: Any = pytest.importorskip("celery")
 kombu: Any = pytest.importorskip("kombu")
@@ -448,27 +448,9 @@ def test_registry_creates_the_redis_transport() -> None:
     transport.close()
 
 
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("redis://", "redis://localhost"),
-        ("redis://h:6380/3", "redis://h:6380?db=3"),
-        ("redis://:pw@h/2", "redis://:pw@h?db=2"),
-        ("redis://:pw@", "redis://:pw@localhost"),
-        ("rediss://h?ssl_cert_reqs=CERT_REQUIRED", "rediss://h?ssl_cert_reqs=required"),
-        ("redis+socket:///run/redis.sock?virtual_host=4", "unix:/run/redis.sock?db=4"),
-    ],
-)
-def test_broker_urls(url: str, expected: str) -> None:
-    assert redis_py_url(url) == expected
-
-
-def test_bad_urls_and_options_are_configuration_errors() -> None:
-    with pytest.raises(ImproperlyConfigured, match="database number"):
-        redis_py_url("redis://h/zero")
+def test_bad_options_are_configuration_errors() -> None:
     with pytest.raises(ImproperlyConfigured, match="priority_order"):
         KeySpace.from_options({"priority_order": "random"}, db=0)
-    assert safe_url("redis://:pw@h/0") == "redis://:****@h/0"
 
 
 def test_keyspace_follows_kombu() -> None:

@@ -20,8 +20,9 @@ import pytest
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.message import Envelope
 from celeriac.transports import create_transport
-from celeriac.transports.base import Delivery, QueueSpec
-from celeriac.transports.sqlite import SQLiteTransport, database_path
+from celeriac.transports.sqlite import SQLiteTransport
+from celeriac.wire.queues import Delivery, QueueSpec
+from celeriac.wire.sqlite import database_path
 
 fork = multiprocessing.get_context("fork")
 
@@ -49,8 +50,12 @@ def broker(url: str) -> Iterator[SQLiteTransport]:
     transport.close()
 
 
+def db_path(url: str) -> Path:
+    return database_path(url, "broker_url")
+
+
 def holder_files(url: str) -> list[str]:
-    directory = Path(database_path(url).as_posix() + ".holders")
+    directory = Path(db_path(url).as_posix() + ".holders")
     return sorted(os.listdir(directory)) if directory.exists() else []
 
 
@@ -252,7 +257,7 @@ def test_only_consumers_hold_a_lock_file_and_close_removes_it(
     consumer = SQLiteTransport(url)
     consumer.fetch(["q"], 1, 1.0)
     [lock_file] = holder_files(url)
-    lock_path = Path(database_path(url).as_posix() + ".holders") / lock_file
+    lock_path = Path(db_path(url).as_posix() + ".holders") / lock_file
     assert lock_path.read_text() == f"{os.getpid()}\n"
 
     consumer.close()
@@ -291,7 +296,7 @@ def test_sweep_removes_only_abandoned_temporary_lock_files(
     broker: SQLiteTransport, url: str
 ) -> None:
     broker.fetch(["q"], 1, 0)  # registers, so the directory exists
-    directory = Path(database_path(url).as_posix() + ".holders")
+    directory = Path(db_path(url).as_posix() + ".holders")
     abandoned = directory / ".new-1"
     abandoned.touch()
     in_use = directory / ".new-2"
@@ -383,12 +388,12 @@ def test_a_row_that_does_not_decode_moves_to_the_dead_letter_queue_as_it_is(
     broker: SQLiteTransport, url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     broker.publish([message("q", 1), message("q", 2)])
-    with sqlite3.connect(database_path(url)) as db:  # written by something else, not celeriac
+    with sqlite3.connect(db_path(url)) as db:  # written by something else, not celeriac
         db.execute("UPDATE messages SET meta = ? WHERE id = 1", (b"\xff not a meta",))
 
     assert numbers(broker.fetch(["q"], 10, 1.0)) == [2]
 
-    with sqlite3.connect(database_path(url)) as db:
+    with sqlite3.connect(db_path(url)) as db:
         rows = db.execute("SELECT queue, holder, meta FROM messages WHERE id = 1").fetchall()
     assert rows == [("q.dead", None, b"\xff not a meta")]
     [line] = [record.getMessage() for record in caplog.records if "Dead-lettered" in record.message]

@@ -481,10 +481,12 @@ class Celery:
 
     @property
     def control(self) -> Any:
-        """Remote control (revoke, inspect, rate_limit...) comes with the control issue."""
+        """Celery's remote control (revoke, inspect, rate_limit...): celeriac has none, so
+        this raises, saying what needs it and what to use instead."""
         raise NotImplementedError(
-            "celeriac has no remote control yet (app.control: revoke, inspect, ping); "
-            "AsyncResult.revoke() needs it"
+            "celeriac has no remote control (app.control: revoke, inspect, ping), which "
+            "AsyncResult.revoke() needs; to drop a task that has not run in time, send it "
+            "with expires="
         )
 
     def set_current(self) -> None:

@@ -67,7 +67,7 @@ def register(app: Celery) -> None:
         """Celery clients send this for a chord when their result backend cannot count the
         header's results itself: poll the header until it is ready (by retrying), then send
         the body with the results in order, or fail the body with a :class:`ChordError`."""
-        from celeriac.app.workflow import WorkflowSteps
+        from celeriac.app.next_steps import NextSteps
         from celeriac.result import GroupResult, allow_join_result, result_from_tuple
 
         body = Signature.from_dict(callback, app=app)
@@ -84,8 +84,6 @@ def register(app: Celery) -> None:
             culprit = next((member for member in header.results if member.failed()), None)
             reason = f"Dependency {culprit.id} raised {exc!r}" if culprit else repr(exc)
             logger.error("Chord %s failed: %s", group_id, reason)
-            WorkflowSteps(app, self.name).fail_pending(
-                body, ChordError(reason), None, errbacks=True
-            )
+            NextSteps(app, self.name).fail_pending(body, ChordError(reason), None, errbacks=True)
             return
         body.delay(values)

@@ -28,7 +28,8 @@ from celeriac.protocol.message import (
     new_task_ids,
     parse_datetime,
 )
-from celeriac.transports.base import QueueSpec, Transport
+from celeriac.transports.base import Transport
+from celeriac.wire.queues import QueueSpec
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery

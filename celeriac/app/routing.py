@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celeriac.exceptions import ImproperlyConfigured, QueueNotFound
-from celeriac.transports.base import QueueSpec
+from celeriac.wire.queues import QueueSpec
 
 
 @dataclass(frozen=True, slots=True)

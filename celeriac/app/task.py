@@ -437,7 +437,8 @@ class Task(Generic[P, R]):
         raise Ignore("Replaced by new task")
 
     def send_event(self, type_: str, **fields: Any) -> None:
-        """Events come with the events issue; accepted and dropped until then."""
+        """Celery's task events: celeriac sends none, so a task written for Celery may call
+        this and the event is dropped."""
 
     # -- hooks a base class may override
     def before_start(self, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:

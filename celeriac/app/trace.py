@@ -8,7 +8,6 @@ function call, and one result meta handed to a :class:`ResultSink` that may batc
 
 from __future__ import annotations
 
-import datetime as dt
 import inspect
 import logging
 import os
@@ -16,15 +15,15 @@ import random
 import threading
 import time
 import traceback as tb
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from celeriac import _state, signals, states
+from celeriac.app.next_steps import NextSteps
 from celeriac.app.task import Context, Task
-from celeriac.app.workflow import WorkflowSteps
 from celeriac.exceptions import Ignore, Reject, Retry
-from celeriac.protocol.message import parse_datetime, safe_repr
+from celeriac.protocol.message import safe_repr
 from celeriac.protocol.results import Meta, build_meta, exception_to_dict
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ class Outcome:
     """What became of one execution, for the worker (acks, logs, counters)."""
 
     state: str
-    retval: Any = None
+    retval: object = None
     exception: BaseException | None = None
     traceback: str | None = None
     runtime: float = 0.0
@@ -66,94 +65,69 @@ class Outcome:
 _FAILURE_KEEPS = ("reply_to", "parent_id", "group_id")
 
 
-class ResultSink:
-    """Collects result metas and writes them in batches (``flush``).
+def store_results(backend: ResultBackend, metas: list[Meta]) -> None:
+    """Store result metas in one backend call, never raising into the caller.
 
-    With ``max_delay``, a thread stores what has been pending that long, so a quick task's
-    result is not held back by a slow task that runs after it in the same batch. Batches are
-    stored one at a time, in the order their metas came (STARTED never lands after SUCCESS).
-
-    Storing never raises into the worker: a result the serializer cannot encode is stored
-    as the task's failure (as Celery does) without losing the others of its batch, and a
-    backend that cannot be reached is logged.
+    A result the serializer cannot encode is stored as the task's failure (as Celery does)
+    without losing the others of its batch, and a backend that cannot be reached is logged.
     """
+    try:
+        backend.store(metas)
+    except (TypeError, ValueError):  # what serializers raise for values they cannot encode
+        _store_each(backend, metas)
+    except Exception as exc:
+        logger.error("Cannot store %d task result(s) in %s: %s", len(metas), backend.url, exc)
 
-    def __init__(
-        self, backend: ResultBackend, batch: bool = False, max_delay: float | None = None
-    ) -> None:
-        self.backend = backend
-        self.batch = batch
-        self.pending: list[Meta] = []
-        self._added = threading.Condition()  # guards pending and since
-        self._storing = threading.Lock()  # one store at a time keeps them in order
-        self._since = 0.0  # when pending last became non-empty
-        if batch and max_delay is not None:
-            threading.Thread(
-                target=self._store_late, args=(max_delay,), name="celeriac-results", daemon=True
-            ).start()
 
-    def add(self, meta: Meta) -> None:
-        if not self.batch:
-            self._store([meta])
-            return
-        with self._added:
-            self.pending.append(meta)
-            if len(self.pending) == 1:
-                self._since = time.monotonic()
-                self._added.notify()
+def _store_each(backend: ResultBackend, metas: list[Meta]) -> None:
+    for meta in metas:
+        try:
+            backend.store([meta])
+            continue
+        except (TypeError, ValueError) as exc:
+            error = TypeError(f"the task's result cannot be serialized: {exc}")
+        except Exception as exc:
+            logger.error("Cannot store a task result in %s: %s", backend.url, exc)
+            continue
+        task_id = meta.get("task_id") or ""
+        logger.error("Task %s: %s: stored as its failure", task_id, error)
+        failure = build_meta(
+            task_id,
+            states.FAILURE,
+            exception_to_dict(error),
+            f"{type(error).__name__}: {error}",
+            extra={key: meta.get(key) for key in _FAILURE_KEEPS if key in meta},
+        )
+        try:
+            backend.store([failure])
+        except Exception as final:
+            logger.error("Cannot store a task result in %s: %s", backend.url, final)
+
+
+class ResultSink(Protocol):
+    """Where a run hands the result metas to store: at once (:class:`StoreAtOnce`), or
+    gathered for one backend call per batch (the worker's ``BatchingSink``)."""
+
+    def add(self, meta: Meta) -> None: ...
 
     def flush(self) -> None:
-        if not self.pending:
-            return
-        with self._storing:
-            with self._added:
-                pending, self.pending = self.pending, []
-            if pending:
-                self._store(pending)
+        """Store what was added before returning: a STARTED state while the task runs, a
+        chord member before the chord counts it."""
+        ...
 
-    def _store(self, metas: list[Meta]) -> None:
-        try:
-            self.backend.store(metas)
-        except (TypeError, ValueError):  # what serializers raise for values they cannot encode
-            self._store_each(metas)
-        except Exception as exc:
-            logger.error(
-                "Cannot store %d task result(s) in %s: %s", len(metas), self.backend.url, exc
-            )
 
-    def _store_each(self, metas: list[Meta]) -> None:
-        for meta in metas:
-            try:
-                self.backend.store([meta])
-                continue
-            except (TypeError, ValueError) as exc:
-                error = TypeError(f"the task's result cannot be serialized: {exc}")
-            except Exception as exc:
-                logger.error("Cannot store a task result in %s: %s", self.backend.url, exc)
-                continue
-            task_id = meta.get("task_id") or ""
-            logger.error("Task %s: %s: stored as its failure", task_id, error)
-            failure = build_meta(
-                task_id,
-                states.FAILURE,
-                exception_to_dict(error),
-                f"{type(error).__name__}: {error}",
-                extra={key: meta.get(key) for key in _FAILURE_KEEPS if key in meta},
-            )
-            try:
-                self.backend.store([failure])
-            except Exception as final:
-                logger.error("Cannot store a task result in %s: %s", self.backend.url, final)
+class StoreAtOnce:
+    """Stores each meta as it is added (``Task.apply()``, and the threads pool, which runs
+    one job at a time)."""
 
-    def _store_late(self, max_delay: float) -> None:
-        while True:
-            with self._added:
-                while not self.pending:
-                    self._added.wait()
-                since = self._since
-            time.sleep(max(0.0, since + max_delay - time.monotonic()))
-            if self.pending and self._since == since:  # not flushed meanwhile
-                self.flush()
+    def __init__(self, backend: ResultBackend) -> None:
+        self.backend = backend
+
+    def add(self, meta: Meta) -> None:
+        store_results(self.backend, [meta])
+
+    def flush(self) -> None:
+        """Nothing waits: each meta was stored when it was added."""
 
 
 def _overrides(task: Task[Any, Any], hook: str) -> bool:
@@ -163,7 +137,7 @@ def _overrides(task: Task[Any, Any], hook: str) -> bool:
 _event_loops: dict[int, asyncio.AbstractEventLoop] = {}  # asyncio: imported on first use
 
 
-def run_coroutine(coroutine: Any) -> Any:
+def run_coroutine(coroutine: Awaitable[object]) -> object:
     """Run an ``async def`` task's coroutine on this thread's long-lived event loop."""
     key = threading.get_ident()
     loop = _event_loops.get(key)
@@ -210,89 +184,103 @@ class TaskRunner:
         self.throws = tuple(task.throws)
         self.request_var = task._request_var
         self.pid = os.getpid()
-        self.workflow = WorkflowSteps(app, task.name)
+        self.next_steps = NextSteps(app, task.name)
 
     # -- one call
     def __call__(
         self,
         task_id: str,
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        request: Mapping[str, Any],
+        args: Sequence[object],
+        kwargs: Mapping[str, object],
+        request: Mapping[str, object],
         sink: ResultSink | None,
     ) -> Outcome:
-        task = self.task
-        context = Context(request)
-        context.id = task_id
-        context.args = args
-        context.kwargs = kwargs
-        context.called_directly = False
-        context.hostname = self.hostname
-        store = (
-            sink is not None
-            and self.backend_enabled
-            and not (self.ignore_result or context.ignore_result)
+        context = Context(
+            request,
+            id=task_id,
+            args=args,
+            kwargs=kwargs,
+            called_directly=False,
+            hostname=self.hostname,
         )
+        store = sink is not None and self._stores_result(context)
         token = self.request_var.set(context)
-        task_token = _state.current_task_var.set(task)
+        task_token = _state.current_task_var.set(self.task)
         prerun = signals.task_prerun.has_listeners()
         if prerun:
             signals.task_prerun.send(
-                sender=task, task_id=task_id, task=task, args=args, kwargs=kwargs
+                sender=self.task, task_id=task_id, task=self.task, args=args, kwargs=kwargs
             )
-        started = time.monotonic()
         try:
-            if store and self.track_started:
-                assert sink is not None
-                sink.add(
-                    build_meta(
-                        task_id,
-                        states.STARTED,
-                        {"pid": self.pid, "hostname": self.hostname},
-                        extra=self._meta_extra(context),
-                    )
-                )
-                sink.flush()  # visible while the task runs, not after
-            if self.hooks["before_start"]:
-                task.before_start(task_id, args, kwargs)
-            retval = self.fun(*args, **kwargs)
-            if self.is_async or inspect.iscoroutine(retval):
-                retval = run_coroutine(retval)
-        except BaseException as exc:
-            outcome = self._on_exception(exc, context, store, sink, started)
-        else:
-            outcome = Outcome(states.SUCCESS, retval, runtime=time.monotonic() - started)
-            self._on_success(retval, context, store, sink)
-            if logger.isEnabledFor(logging.INFO):
-                logger.info(
-                    "Task %s[%s] succeeded in %.6fs: %s",
-                    self.name,
-                    context.id,
-                    outcome.runtime,
-                    safe_repr(retval, self.task.resultrepr_maxsize),
-                )
+            outcome = self._run(context, store, sink)
         finally:
             self.request_var.reset(token)
             _state.current_task_var.reset(task_token)
         if self.hooks["after_return"]:
             einfo = ExceptionInfo(outcome.exception) if outcome.exception else None
             self._safely(
-                task.after_return, outcome.state, outcome.retval, task_id, args, kwargs, einfo
+                self.task.after_return,
+                outcome.state,
+                outcome.retval,
+                task_id,
+                args,
+                kwargs,
+                einfo,
             )
         if prerun or signals.task_postrun.has_listeners():
-            signals.task_postrun.send(
-                sender=task,
-                task_id=task_id,
-                task=task,
-                args=args,
-                kwargs=kwargs,
-                retval=outcome.retval,
-                state=outcome.state,
+            self._send_postrun(outcome, task_id, args, kwargs)
+        return outcome
+
+    def _stores_result(self, context: Context) -> bool:
+        return self.backend_enabled and not (self.ignore_result or context.ignore_result)
+
+    def _run(self, context: Context, store: bool, sink: ResultSink | None) -> Outcome:
+        """The task's function, with what goes before it; what it raises becomes the outcome."""
+        started = time.monotonic()
+        try:
+            if store and self.track_started:
+                assert sink is not None
+                self._store_started(context, sink)
+            if self.hooks["before_start"]:
+                self.task.before_start(context.id or "", context.args, context.kwargs)
+            retval = self.fun(*context.args, **context.kwargs)
+            if self.is_async or inspect.iscoroutine(retval):
+                retval = run_coroutine(retval)
+        except BaseException as exc:
+            return self._on_exception(exc, context, store, sink, started)
+        outcome = Outcome(states.SUCCESS, retval, runtime=time.monotonic() - started)
+        self._on_success(retval, context, store, sink)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "Task %s[%s] succeeded in %.6fs: %s",
+                self.name,
+                context.id,
+                outcome.runtime,
+                safe_repr(retval, self.task.resultrepr_maxsize),
             )
         return outcome
 
-    def _meta_extra(self, context: Context) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
+    def _store_started(self, context: Context, sink: ResultSink) -> None:
+        extra = self._meta_extra(context)
+        state = {"pid": self.pid, "hostname": self.hostname}
+        sink.add(build_meta(context.id or "", states.STARTED, state, extra=extra))
+        sink.flush()  # visible while the task runs, not after
+
+    def _send_postrun(
+        self, outcome: Outcome, task_id: str, args: Sequence[object], kwargs: Mapping[str, object]
+    ) -> None:
+        signals.task_postrun.send(
+            sender=self.task,
+            task_id=task_id,
+            task=self.task,
+            args=args,
+            kwargs=kwargs,
+            retval=outcome.retval,
+            state=outcome.state,
+        )
+
+    def _meta_extra(self, context: Context) -> dict[str, object]:
+        extra: dict[str, object] = {}
         if self.needs_reply_to and context.reply_to:
             extra["reply_to"] = context.reply_to
         if context.parent_id:
@@ -310,7 +298,7 @@ class TaskRunner:
             )
         return extra
 
-    def _safely(self, hook: Callable[..., Any], *args: Any) -> None:
+    def _safely(self, hook: Callable[..., object], *args: object) -> None:
         try:
             hook(*args)
         except Exception:
@@ -318,7 +306,7 @@ class TaskRunner:
 
     # -- success
     def _on_success(
-        self, retval: Any, context: Context, store: bool, sink: ResultSink | None
+        self, retval: object, context: Context, store: bool, sink: ResultSink | None
     ) -> None:
         task_id = context.id or ""
         meta = None
@@ -331,27 +319,20 @@ class TaskRunner:
             self._safely(self.task.on_success, retval, task_id, context.args, context.kwargs)
         if signals.task_success.has_listeners():
             signals.task_success.send(sender=self.task, result=retval)
-        self._apply_workflow(retval, context)
+        self.next_steps.apply_next(retval, context)
         if context.chord:
             if sink is not None:
                 sink.flush()  # members must be stored before the body can read them
             self._chord_part(context, meta)
-
-    # -- workflow (celeriac.app.workflow)
-    def _apply_workflow(self, retval: Any, context: Context) -> None:
-        self.workflow.apply_next(retval, context)
 
     def _chord_part(self, context: Context, meta: Meta | None) -> None:
         if context.chord and context.group:
             member_meta = (
                 meta.copy() if meta else build_meta(context.id or "", states.SUCCESS, None)
             )
-            self.workflow.count_chord_member(
+            self.next_steps.count_chord_member(
                 context.chord, context.group, context.group_index or 0, member_meta, context.id
             )
-
-    def _apply_errbacks(self, exc: BaseException, einfo: ExceptionInfo, context: Context) -> None:
-        self.workflow.after_failure(exc, einfo.traceback, context)
 
     # -- failure
     def _on_exception(
@@ -455,7 +436,7 @@ class TaskRunner:
                 traceback=exc.__traceback__,
                 einfo=einfo,
             )
-        self._apply_errbacks(exc, einfo, context)
+        self.next_steps.after_failure(exc, einfo.traceback, context)
         if context.chord:
             if sink is not None:
                 sink.flush()
@@ -467,47 +448,6 @@ class TaskRunner:
         else:
             logger.info("Task %s[%s] raised expected: %r", self.name, task_id, exc)
         return Outcome(states.FAILURE, exception=exc, traceback=einfo.traceback, runtime=runtime)
-
-
-def request_from_headers(
-    headers: Mapping[str, Any],
-    properties: Mapping[str, Any],
-    embed: Mapping[str, Any],
-    delivery_info: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The ``task.request`` values of a message: every header, plus what Celery adds."""
-    request = dict(headers)
-    request.update(
-        retries=headers.get("retries") or 0,
-        callbacks=embed.get("callbacks"),
-        errbacks=embed.get("errbacks"),
-        chain=embed.get("chain"),
-        chord=embed.get("chord"),
-        delivery_info=delivery_info,
-        reply_to=properties.get("reply_to"),
-        correlation_id=properties.get("correlation_id"),
-        priority=properties.get("priority"),
-        properties=properties,
-        headers=headers,
-        is_eager=False,
-    )
-    return request
-
-
-def reply_extra(backend: ResultBackend, properties: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ``extra`` of a meta stored outside a task run (expired, lost, unknown task): the
-    message's ``reply_to`` when the backend sends results there (``rpc://``)."""
-    reply_to = properties.get("reply_to")
-    if reply_to and backend.capabilities.needs_reply_to:
-        return {"reply_to": reply_to}
-    return None
-
-
-def is_expired(headers: Mapping[str, Any], now: dt.datetime | None = None) -> bool:
-    expires = parse_datetime(headers.get("expires"))
-    if expires is None:
-        return False
-    return expires <= (now or dt.datetime.now(dt.UTC))
 
 
 def apply_eagerly(
@@ -525,9 +465,26 @@ def apply_eagerly(
     """``Task.apply()``: run in this process through the same path as the worker."""
     from celeriac.result import EagerResult
 
-    app = task.app
-    conf = app.conf
-    options = options or {}
+    request = _eager_request(task, task_id, retries, link, link_error, options or {})
+    runner = TaskRunner(task.app, task, eager=True)
+    outcome = runner(task_id, args, kwargs, request, _eager_sink(task))
+    propagate = bool(task.app.conf.task_eager_propagates) if throw is None else throw
+    if propagate and outcome.exception is not None and outcome.state == states.FAILURE:
+        raise outcome.exception
+    value = outcome.retval if outcome.state == states.SUCCESS else outcome.exception
+    return EagerResult(task_id, value, outcome.state, traceback=outcome.traceback, name=task.name)
+
+
+def _eager_request(
+    task: Task[Any, Any],
+    task_id: str,
+    retries: int,
+    link: Any,
+    link_error: Any,
+    options: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ``task.request`` of an eager call: its ids from the options, else from the task
+    running in this thread, if one applies it."""
     parent = _state.get_current_task()
     parent_request = parent.request if parent is not None else None
     request: dict[str, Any] = {
@@ -548,18 +505,17 @@ def apply_eagerly(
     }
     if options.get("headers"):
         request.update(options["headers"])
-    store_eager = task.store_eager_result
-    if store_eager is None:
-        store_eager = conf.task_store_eager_result
-    sink = ResultSink(app.backend) if store_eager and app.backend.capabilities.enabled else None
-    runner = TaskRunner(app, task, eager=True)
-    outcome = runner(task_id, args, kwargs, request, sink)
-    if throw is None:
-        throw = bool(conf.task_eager_propagates)
-    if throw and outcome.exception is not None and outcome.state == states.FAILURE:
-        raise outcome.exception
-    value = outcome.retval if outcome.state == states.SUCCESS else outcome.exception
-    return EagerResult(task_id, value, outcome.state, traceback=outcome.traceback, name=task.name)
+    return request
+
+
+def _eager_sink(task: Task[Any, Any]) -> StoreAtOnce | None:
+    """Where an eager call's result goes: nowhere, unless ``task_store_eager_result``."""
+    store = task.store_eager_result
+    if store is None:
+        store = task.app.conf.task_store_eager_result
+    if store and task.app.backend.capabilities.enabled:
+        return StoreAtOnce(task.app.backend)
+    return None
 
 
 def _as_list(value: Any) -> list[Any] | None:
@@ -568,18 +524,13 @@ def _as_list(value: Any) -> list[Any] | None:
     return [value] if isinstance(value, Mapping) else list(value)
 
 
-def format_exception_line(exc: BaseException) -> str:
-    return safe_repr(exc, 512)
-
-
 __all__ = [
     "ExceptionInfo",
     "Outcome",
     "ResultSink",
+    "StoreAtOnce",
     "TaskRunner",
     "apply_eagerly",
-    "is_expired",
-    "reply_extra",
-    "request_from_headers",
     "run_coroutine",
+    "store_results",
 ]

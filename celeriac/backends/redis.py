@@ -17,37 +17,33 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from celeriac import states
 from celeriac.backends.base import BackendCapabilities, BackendOptions, ChordMember
 from celeriac.backends.kv import GROUP_KEY_PREFIX, TASK_KEY_PREFIX, KeyValueBackend
-from celeriac.exceptions import ImproperlyConfigured, TimeoutError
+from celeriac.exceptions import TimeoutError
 from celeriac.protocol.results import Meta
-from celeriac.utils.rediswire import PooledWire
+from celeriac.wire.redis.commands import Arg, PooledWire
+from celeriac.wire.redis.connection import call_with_retry, connection_pool
+from celeriac.wire.redis.pubsub import Subscriber, text
 
 logger = logging.getLogger("celeriac.backends.redis")
 
 T = TypeVar("T")
 
-_RETRYABLE = (redis.ConnectionError, redis.TimeoutError)
-_NOT_RETRYABLE = (redis.AuthenticationError, redis.exceptions.AuthorizationError)
 #: How long the "chord body released" mark keeps late duplicates out (Celery: >= 300 s).
 _CHORD_DONE_SECONDS = 300
 _SET_COMMAND = {"EX": "SETEX", "PX": "PSETEX"}
-#: One read of a wait without a deadline; the loop reads again after it.
-_FOREVER = 3600.0
+#: Longest pause between retries of a lost connection (a caller may be waiting).
+_MAX_RETRY_DELAY = 1.0
 
 #: KEYS: the task key. ARGV: value, expiry unit ('EX', 'PX' or ''), expiry, codec of
 #: stored values ('json' or 'msgpack'). Writes and publishes unless a SUCCESS is stored.
@@ -99,94 +95,12 @@ return members
 """
 
 
-def redis_py_url(url: str) -> str:
-    """Rewrite a Celery result URL into one ``redis.ConnectionPool.from_url`` reads."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    if "ssl_cert_reqs" in query:
-        value = query["ssl_cert_reqs"]
-        query["ssl_cert_reqs"] = value.lower().removeprefix("cert_")
-    if parts.scheme in ("redis+socket", "socket"):
-        return urlunsplit(("unix", "", parts.netloc + parts.path, urlencode(query), ""))
-    if parts.scheme not in ("redis", "rediss"):
-        raise ImproperlyConfigured(f"result_backend {url!r} is not a Redis URL")
-    netloc = parts.netloc
-    if not parts.hostname:  # ``redis://`` or ``redis://:secret@``: the local server
-        userinfo, _, port = netloc.rpartition("@")
-        netloc = (f"{userinfo}@" if userinfo else "") + "localhost" + port
-    db = parts.path.strip("/")
-    if db:
-        if not db.isdigit():
-            raise ImproperlyConfigured(f"result_backend: the path of {url!r} must be a db number")
-        query.setdefault("db", db)
-    return urlunsplit((parts.scheme, netloc, "", urlencode(query), ""))
-
-
 def key_prefix(transport_options: Mapping[str, Any]) -> str:
     """Celery's rule: ``global_keyprefix`` plus ``_`` unless it ends in ``:_-.``."""
     prefix = str(transport_options.get("global_keyprefix") or "")
     if prefix and prefix[-1] not in ":_-.":
         prefix += "_"
     return prefix
-
-
-class _Listener:
-    """A subscriber connection kept between waits, so a ``get()`` costs a ``SUBSCRIBE``
-    round trip and not a new connection (redis-py's ``PubSub.close`` disconnects).
-
-    Each wait subscribes to its channels and unsubscribes when done, without waiting for
-    the confirmations: those, and messages that were already on their way, are skipped
-    when the next wait reads.
-    """
-
-    def __init__(self, connection: redis.Connection) -> None:
-        self.connection = connection
-        self.pid = os.getpid()
-        self.broken = False
-
-    def subscribe(self, channels: Mapping[str, str], deadline: float | None) -> None:
-        """Subscribe and return once Redis confirmed every channel."""
-        self._send("SUBSCRIBE", *channels)
-        waiting = set(channels)
-        while waiting:
-            remaining = _FOREVER if deadline is None else max(deadline - time.monotonic(), 0.05)
-            reply = self._read(remaining)
-            if reply is None:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-                continue
-            if reply[0] == b"subscribe":
-                waiting.discard(reply[1].decode())
-
-    def next_message(self, timeout: float) -> tuple[str, bytes] | None:
-        """The next published (channel, data), or None after ``timeout`` seconds."""
-        reply = self._read(timeout)
-        if reply is None or reply[0] != b"message":
-            return None
-        return reply[1].decode(), reply[2]
-
-    def unsubscribe(self, channels: Mapping[str, str]) -> None:
-        if not self.broken:
-            with contextlib.suppress(*_RETRYABLE):
-                self._send("UNSUBSCRIBE", *channels)
-
-    def _send(self, *args: Any) -> None:
-        try:
-            self.connection.send_command(*args, check_health=False)  # type: ignore[no-untyped-call]
-        except BaseException:
-            self.broken = True
-            raise
-
-    def _read(self, timeout: float) -> Any:
-        connection = self.connection
-        try:
-            if not connection.can_read(timeout=timeout):
-                return None
-            # Subscriber replies are pushes to redis-py's parser: ask for them as replies.
-            return connection.read_response(push_request=True)
-        except BaseException:
-            self.broken = True
-            raise
 
 
 class RedisBackend(KeyValueBackend):
@@ -197,16 +111,15 @@ class RedisBackend(KeyValueBackend):
     def __init__(self, url: str, options: BackendOptions | None = None) -> None:
         super().__init__(url, options or BackendOptions())
         extra = self.options.transport_options
-        self._pool = redis.ConnectionPool.from_url(
-            redis_py_url(url),
-            socket_connect_timeout=float(extra.get("socket_connect_timeout", 4.0)),
+        self._pool = connection_pool(
+            url,
+            "result_backend",
+            connect_timeout=float(extra.get("socket_connect_timeout", 4.0)),
             socket_timeout=float(extra.get("socket_timeout", 30.0)),
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
         )
         self._client = redis.Redis(connection_pool=self._pool)
         #: The connection reads and writes go through (checked out once); each thread's
-        #: listener also keeps one: the pool is closed if this backend is dropped unclosed.
+        #: subscriber also keeps one: the pool is closed if this backend is dropped unclosed.
         self._commands = PooledWire(self, self._pool)
         self._local = threading.local()
         self._prefix = key_prefix(extra)
@@ -230,7 +143,7 @@ class RedisBackend(KeyValueBackend):
 
     def _write(self, items: Sequence[tuple[str, bytes]], expires: float | None) -> None:
         unit, amount = _expiry(expires)
-        commands: list[tuple[Any, ...]] = []
+        commands: list[tuple[Arg, ...]] = []
         for key, data in items:
             full_key = self._prefix + key
             if unit:  # SETEX/PSETEX, the commands Celery sends (redis-py deprecates them)
@@ -257,22 +170,14 @@ class RedisBackend(KeyValueBackend):
         unit, amount = _expiry(self.expires)
         prefix = self._prefix + TASK_KEY_PREFIX
         encode = self.codec.encode_meta
-        calls = [
+        calls: list[tuple[list[Arg], list[Arg]]] = [
             ([prefix + meta["task_id"]], [encode(meta), unit, amount, codec]) for meta in metas
         ]
         self._call("store", lambda: self._commands().scripts(self._store_script, calls))
 
     def wait(self, task_ids: Sequence[str], timeout: float | None, interval: float) -> list[Meta]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        attempt = 0
-        while True:
-            try:
-                return self._wait(task_ids, deadline, timeout)
-            except _NOT_RETRYABLE:
-                raise
-            except _RETRYABLE as exc:
-                attempt += 1
-                self._retry_or_raise("wait", exc, attempt)
+        return self._call("wait", lambda: self._wait(task_ids, deadline, timeout))
 
     def chord_part_return(
         self, group_id: str, size: int, index: int, meta: Meta
@@ -318,7 +223,7 @@ class RedisBackend(KeyValueBackend):
 
     def close(self) -> None:
         self._local = threading.local()
-        self._pool.disconnect()  # the wire and every thread's listener with the rest
+        self._pool.disconnect()  # the wire and every thread's subscriber with the rest
 
     # -- waiting -----------------------------------------------------------------------
 
@@ -328,22 +233,22 @@ class RedisBackend(KeyValueBackend):
         unique = list(dict.fromkeys(task_ids))
         ready: dict[str, Meta] = {}
         channels = {self._prefix + TASK_KEY_PREFIX + task_id: task_id for task_id in unique}
-        listener = self._listener()
+        subscriber = self._subscriber()
         try:
             # Subscribed first: what was written before is read next, anything later pushed.
-            listener.subscribe(channels, deadline)
+            subscriber.subscribe(channels, deadline)
             self._collect(ready, unique, self.get(unique))
             while len(ready) < len(unique):
-                remaining = _FOREVER if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
                     break
-                message = listener.next_message(remaining)
-                if message is not None:
-                    task_id = channels.get(message[0])
+                push = subscriber.next_push(remaining)
+                if push is not None and text(push[0]) == "message":
+                    task_id = channels.get(text(push[1]))
                     if task_id is not None:
-                        self._collect(ready, [task_id], [self.codec.decode(message[1])])
+                        self._collect(ready, [task_id], [self.codec.decode(push[2])])
         finally:
-            listener.unsubscribe(channels)
+            subscriber.unsubscribe(channels)
         if len(ready) < len(unique):
             raise TimeoutError(
                 f"The operation timed out: {len(unique) - len(ready)} of {len(unique)} "
@@ -351,15 +256,15 @@ class RedisBackend(KeyValueBackend):
             )
         return [ready[task_id].copy() for task_id in task_ids]
 
-    def _listener(self) -> _Listener:
-        """This thread's subscriber connection (a new one after fork or a lost connection)."""
-        listener: _Listener | None = getattr(self._local, "listener", None)
-        if listener is None or listener.pid != os.getpid() or listener.broken:
-            if listener is not None and listener.pid == os.getpid():
-                self._pool.release(listener.connection)
-            connection = self._pool.get_connection()
-            listener = self._local.listener = _Listener(connection)
-        return listener
+    def _subscriber(self) -> Subscriber:
+        """This thread's subscriber, kept between waits (a new one after fork or a lost
+        connection)."""
+        subscriber: Subscriber | None = getattr(self._local, "subscriber", None)
+        if subscriber is None or subscriber.pid != os.getpid() or subscriber.broken:
+            if subscriber is not None:
+                subscriber.close()
+            subscriber = self._local.subscriber = Subscriber(self._pool)
+        return subscriber
 
     @staticmethod
     def _collect(
@@ -372,32 +277,15 @@ class RedisBackend(KeyValueBackend):
     # -- connection loss ------------------------------------------------------------------
 
     def _call(self, what: str, operation: Callable[[], T]) -> T:
-        attempt = 0
-        while True:
-            try:
-                return operation()
-            except _NOT_RETRYABLE:
-                raise
-            except _RETRYABLE as exc:
-                attempt += 1
-                self._retry_or_raise(what, exc, attempt)
-
-    def _retry_or_raise(self, what: str, exc: Exception, attempt: int) -> None:
-        self._pool.disconnect()
-        if attempt > self._max_retries:
-            raise ConnectionError(
-                f"Redis result backend: {what} failed after {attempt - 1} retries: {exc}"
-            ) from exc
-        delay = min(0.1 * 2 ** (attempt - 1), 1.0)
-        logger.warning(
-            "Redis result backend: %s failed (%s); retry %d/%d in %.1f s",
-            what,
-            exc,
-            attempt,
-            self._max_retries,
-            delay,
+        return call_with_retry(
+            operation,
+            what=what,
+            where="Redis result backend",
+            max_retries=self._max_retries,
+            max_delay=_MAX_RETRY_DELAY,
+            reset=self._pool.disconnect,
+            logger=logger,
         )
-        time.sleep(delay)
 
 
 def _expiry(expires: float | None) -> tuple[str, int]:

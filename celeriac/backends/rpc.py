@@ -13,7 +13,8 @@ takes the messages off its reply queue (named by its oid: auto-delete, ``x-expir
 * groups cannot be saved and chords cannot join, as in Celery: those need a result store.
 
 The broker connection comes from ``transport_factory`` (the app's ``create_transport``),
-because backends do not import the transports. A process uses two
+because backends do not import the transports; what this backend needs of it is
+:class:`~celeriac.wire.queues.BrokerConnection`. A process uses two
 connections at most: one to publish replies (workers) and one to read them (clients).
 """
 
@@ -27,8 +28,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol, cast
+from typing import Any, NoReturn, cast
 
 from celeriac import states
 from celeriac.backends.base import (
@@ -42,6 +42,7 @@ from celeriac.exceptions import ImproperlyConfigured, InvalidMessageError, Timeo
 from celeriac.protocol import compression, serializers
 from celeriac.protocol.message import Envelope
 from celeriac.protocol.results import Meta, loads_result
+from celeriac.wire.queues import BrokerConnection, QueueSpec
 
 logger = logging.getLogger("celeriac.backends.rpc")
 
@@ -71,65 +72,30 @@ _DECLARED_KEPT = 10_000
 _TRANSIENT = 1
 
 
-class _Delivery(Protocol):
-    envelope: Envelope
-
-
-class _Transport(Protocol):
-    """The part of ``celeriac.transports.base.Transport`` this backend uses."""
-
-    def declare(self, queues: Sequence[Any]) -> None: ...
-
-    def publish(self, envelopes: Sequence[Envelope]) -> None: ...
-
-    def fetch(self, queues: Sequence[str], limit: int, timeout: float) -> Sequence[_Delivery]: ...
-
-    def ack(self, deliveries: Sequence[Any]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyQueue:
-    """The reply queue, with the fields of ``transports.base.QueueSpec`` that transports read.
-
-    A spec of its own because backends may not import the transports; durable and
-    auto-delete as Celery 5.7 declares it, so either side can declare it first.
-    """
-
-    name: str
-    arguments: Mapping[str, Any] = field(default_factory=dict)
-    exchange: str = ""
-    exchange_type: str = "direct"
-    routing_key: str = ""
-    durable: bool = True
-    auto_delete: bool = True
-    exclusive: bool = False
-    max_priority: int | None = None
-
-    @property
-    def binding_key(self) -> str:
-        return self.routing_key or self.name
+def _reply_queue(name: str, arguments: Mapping[str, Any]) -> QueueSpec:
+    """A client's reply queue: durable and auto-delete as Celery 5.7 declares it, so either
+    side can declare it first."""
+    return QueueSpec(name, durable=True, auto_delete=True, arguments=arguments)
 
 
 class _Link:
     """One broker connection of this process, opened on first use and after a failure."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], BrokerConnection]) -> None:
         self._factory = factory
-        self._transport: _Transport | None = None
+        self._transport: BrokerConnection | None = None
         self._pid = 0
         #: Reply queues declared on this connection.
         self.declared: set[str] = set()
 
-    def get(self) -> _Transport:
+    def get(self) -> BrokerConnection:
         if self._transport is None or self._pid != os.getpid():
-            self._transport = cast(_Transport, self._factory())
+            self._transport = self._factory()
             self._pid = os.getpid()
             self.declared = set()
         return self._transport
 
-    def declare(self, queue: ReplyQueue) -> None:
+    def declare(self, queue: QueueSpec) -> None:
         """Declare the queue once per connection; one that exists otherwise is kept as is."""
         if queue.name in self.declared:
             return
@@ -161,7 +127,7 @@ class RPCBackend(ResultBackend):
         url: str = "rpc://",
         options: BackendOptions | None = None,
         *,
-        transport_factory: Callable[[], object] | None = None,
+        transport_factory: Callable[[], BrokerConnection] | None = None,
         oid: str | None = None,
     ) -> None:
         """A backend on the broker that ``transport_factory`` connects to.
@@ -185,7 +151,7 @@ class RPCBackend(ResultBackend):
         self._accept = options.accept
         expires = options.expires
         self._queue_arguments = {"x-expires": max(1, int(expires * 1000))} if expires else {}
-        self.reply_queue = ReplyQueue(self.oid, self._queue_arguments)
+        self.reply_queue = _reply_queue(self.oid, self._queue_arguments)
         self._producer = _Link(transport_factory)
         self._producer_lock = threading.Lock()
         self._consumer = _Link(transport_factory)
@@ -212,7 +178,7 @@ class RPCBackend(ResultBackend):
                 # (once per client) means a queue gone with its client comes back with an
                 # expiry, not as a plain queue that would stay forever (RabbitMQ).
                 for name in {reply.routing_key for reply in replies} - link.declared:
-                    link.declare(ReplyQueue(name, self._queue_arguments))
+                    link.declare(_reply_queue(name, self._queue_arguments))
                 link.get().publish(replies)
             except Exception:
                 link.drop()
@@ -317,7 +283,7 @@ class RPCBackend(ResultBackend):
         if error is not None:
             raise error
 
-    def _reader(self) -> _Transport:
+    def _reader(self) -> BrokerConnection:
         """The reading connection, with the reply queue declared on it."""
         self._consumer.declare(self.reply_queue)
         return self._consumer.get()

@@ -35,12 +35,14 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from celeriac.backends.base import BackendCapabilities, BackendOptions, ChordMember, ResultBackend
 from celeriac.backends.kv import MetaCodec, wait_until_ready
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.results import Meta
+from celeriac.wire.sqlite import abandon_in_forked_child, connect, database_path
 
 _SCHEMA = """
 -- Rows in insertion order with a unique index on the (random) task id: a batch of new
@@ -98,21 +100,6 @@ _CLEANUP_PERIOD = 300.0
 _DEFAULT_BUSY_TIMEOUT = 30.0
 
 
-def database_path(url: str) -> str:
-    """The file a ``[db+]sqlite:///relative`` or ``[db+]sqlite:////absolute`` URL names."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or scheme not in ("sqlite", "db+sqlite"):
-        raise ImproperlyConfigured(f"result_backend {url!r} is not a sqlite:/// URL")
-    path = rest.split("?", 1)[0]
-    if not path.startswith("/") or path in ("/", "/:memory:"):
-        raise ImproperlyConfigured(
-            f"result_backend {url!r} names no database file: use "
-            "'db+sqlite:///results.db' (relative) or 'db+sqlite:////abs/results.db' "
-            "(absolute), or 'memory://' for results kept in this process"
-        )
-    return os.path.abspath(path[1:])
-
-
 class _ChangeSignal:
     """Wakes waiters in this process when any backend of the same file commits results."""
 
@@ -130,11 +117,11 @@ class _ChangeSignal:
             self.condition.wait_for(lambda: self.generation != since, timeout)
 
 
-_signals: dict[str, _ChangeSignal] = {}
+_signals: dict[Path, _ChangeSignal] = {}
 _signals_lock = threading.Lock()
 
 
-def _change_signal(path: str) -> _ChangeSignal:
+def _change_signal(path: Path) -> _ChangeSignal:
     with _signals_lock:
         return _signals.setdefault(path, _ChangeSignal())
 
@@ -157,17 +144,14 @@ class _ThreadConnection:
 
 # -- fork safety -------------------------------------------------------------------------
 _open_connections: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
-#: Connections a forked child inherited. SQLite must not use, or even close, a connection
-#: across a fork (closing runs lock and WAL bookkeeping that belongs to the parent), and
-#: a collected ``sqlite3.Connection`` closes itself: so the child keeps them referenced.
-_inherited_connections: list[sqlite3.Connection] = []
 
 
-def _keep_inherited_connections() -> None:
-    _inherited_connections.extend(held.connection for held in list(_open_connections))
+def _abandon_inherited_connections() -> None:
+    for held in list(_open_connections):
+        abandon_in_forked_child(held.connection)
 
 
-os.register_at_fork(after_in_child=_keep_inherited_connections)
+os.register_at_fork(after_in_child=_abandon_inherited_connections)
 
 
 class SQLiteBackend(ResultBackend):
@@ -176,7 +160,7 @@ class SQLiteBackend(ResultBackend):
     def __init__(self, url: str, options: BackendOptions | None = None) -> None:
         self.url = url
         self.options = options or BackendOptions()
-        self.path = database_path(url)
+        self.path = database_path(url, "result_backend")
         self.codec = MetaCodec(self.options)
         self.expires: float | None = self.options.expires or None
         self.busy_timeout = float(
@@ -192,21 +176,11 @@ class SQLiteBackend(ResultBackend):
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            connection = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
-                check_same_thread=False,  # only so that close() may close it
-            )
+            return connect(self.path, self.busy_timeout)
         except sqlite3.OperationalError as exc:
             raise ImproperlyConfigured(
                 f"result_backend {self.url!r}: cannot open {self.path}: {exc}"
             ) from exc
-        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        # NORMAL is durable against process crashes in WAL mode; only a power loss may
-        # lose the last commits. Results are worth that trade for a much faster commit.
-        connection.execute("PRAGMA synchronous = NORMAL")
-        return connection
 
     def _connection(self) -> sqlite3.Connection:
         held: _ThreadConnection | None = getattr(self._local, "held", None)
@@ -228,11 +202,9 @@ class SQLiteBackend(ResultBackend):
 
     @staticmethod
     def _create_tables(connection: sqlite3.Connection) -> None:
-        # Switching to WAL needs a moment alone with the file; other processes opening it
-        # at the same time may make it fail once, and the mode persists once set.
+        # Other processes creating the tables at the same time may make it fail once.
         for attempt in range(50):
             try:
-                connection.execute("PRAGMA journal_mode = WAL")
                 connection.executescript(_SCHEMA)
                 return
             except sqlite3.OperationalError:

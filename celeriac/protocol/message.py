@@ -290,7 +290,7 @@ def decode_task_body(
         args, kwargs, embed = payload
     except (TypeError, ValueError) as exc:
         raise InvalidMessageError(
-            f"body is not [args, kwargs, embed]: {serializers_repr(payload)}"
+            f"body is not [args, kwargs, embed]: {safe_repr(payload, 200)}"
         ) from exc
     if (
         not isinstance(args, (list, tuple))  # a tuple of types: faster than a union here
@@ -374,10 +374,6 @@ def _check_signature(signature: Any, where: str) -> None:
             raise InvalidMessageError(
                 f"embed {where}: a signature's {name} is a {type(value).__name__}"
             )
-
-
-def serializers_repr(value: Any) -> str:
-    return safe_repr(value, 200)
 
 
 def _v1_body(payload: dict[str, Any]) -> TaskBody:

@@ -30,15 +30,15 @@ Contract, shared by every implementation:
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from celeriac.exceptions import OperationalError
 from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 from celeriac.protocol.message import Envelope
+from celeriac.wire.queues import Delivery, QueueSpec
 
 logger = logging.getLogger("celeriac.transport")
 
@@ -46,25 +46,6 @@ logger = logging.getLogger("celeriac.transport")
 class BrokerStorageFull(OperationalError):
     """The broker cannot store more for now (its disk is full): nothing of the call was
     done, and the same call may succeed once there is room again."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSpec:
-    """A queue, the exchange it is bound to and how (Celery's ``Queue`` as plain data)."""
-
-    name: str
-    exchange: str = ""
-    exchange_type: str = "direct"
-    routing_key: str = ""
-    durable: bool = True
-    auto_delete: bool = False
-    exclusive: bool = False
-    max_priority: int | None = None
-    arguments: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def binding_key(self) -> str:
-        return self.routing_key or self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +58,6 @@ class Capabilities:
     cross_process: bool = False
     #: Fanout exchanges deliver to every bound queue (broadcast for control and events).
     fanout: bool = False
-    #: Reserved messages come back only when their holder is gone (never by a timeout).
-    liveness_redelivery: bool = True
-
-
-@dataclass(slots=True)
-class Delivery:
-    """A reserved message. ``tag`` is the transport's handle for ack/reject."""
-
-    envelope: Envelope
-    tag: Hashable
-    queue: str
-    redelivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,44 +172,3 @@ def copy_to(delivery: Delivery, queue: str, headers: Mapping[str, Any]) -> Envel
         exchange="",
         routing_key=queue,
     )
-
-
-def binding_matches(exchange_type: str, binding_key: str, routing_key: str) -> bool:
-    """Whether a message published with ``routing_key`` reaches a queue bound with ``binding_key``.
-
-    AMQP semantics, for transports that route by themselves: ``fanout`` matches everything,
-    ``topic`` matches dot-separated words where ``*`` is exactly one word and ``#`` is zero or
-    more words, and ``direct`` (the default) needs the keys to be equal.
-    """
-    if exchange_type == "fanout":
-        return True
-    if exchange_type == "topic":
-        return _topic_matches(binding_key, routing_key)
-    return binding_key == routing_key
-
-
-def bound_queues(
-    exchange_type: str, bindings: Sequence[tuple[str, str]], routing_key: str
-) -> list[str]:
-    """The queues, each once, that ``bindings`` (``(binding_key, queue)`` pairs) route to."""
-    matched = [
-        queue
-        for binding_key, queue in bindings
-        if binding_matches(exchange_type, binding_key, routing_key)
-    ]
-    return list(dict.fromkeys(matched))
-
-
-@functools.lru_cache(maxsize=4096)
-def _topic_matches(pattern: str, routing_key: str) -> bool:
-    # Cached: the same few binding patterns meet the same task routing keys over and over.
-    return _words_match(tuple(pattern.split(".")), tuple(routing_key.split(".")))
-
-
-def _words_match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_words_match(rest, words[skip:]) for skip in range(len(words) + 1))
-    return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])

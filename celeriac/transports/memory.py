@@ -16,17 +16,10 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import orjson
-
 from celeriac.protocol.message import Envelope
-from celeriac.transports.base import (
-    Capabilities,
-    Delivery,
-    QueueSpec,
-    TransportOptions,
-    bound_queues,
-    dead_letter_by_publishing,
-)
+from celeriac.transports.base import Capabilities, TransportOptions, dead_letter_by_publishing
+from celeriac.wire.envelopes import decode_envelope, encode_meta
+from celeriac.wire.queues import Delivery, QueueSpec, bound_queues
 
 #: (-priority, sequence): a heap of these pops the highest priority first, then the oldest.
 _Entry = tuple[int, int, bytes, bytes, bool]
@@ -66,38 +59,10 @@ def _broker_for(url: str) -> _Broker:
         return broker
 
 
-def encode_meta(envelope: Envelope) -> bytes:
-    """Everything of an envelope but its body, as one JSON blob.
-
-    The storage form of this transport and of the SQLite one: no base64, one field to
-    decode, and the same JSON limits as a real broker.
-    """
-    return orjson.dumps(
-        [
-            envelope.headers,
-            envelope.properties,
-            envelope.content_type,
-            envelope.content_encoding,
-            envelope.exchange,
-            envelope.routing_key,
-        ]
-    )
-
-
-def decode_envelope(body: bytes, meta: bytes) -> Envelope:
-    """The envelope :func:`encode_meta` and its body were made from."""
-    headers, properties, content_type, content_encoding, exchange, routing_key = orjson.loads(meta)
-    return Envelope(
-        body, headers, properties, content_type, content_encoding, exchange, routing_key
-    )
-
-
 class MemoryTransport:
     """Queues in this process's memory, shared by every instance with the same URL."""
 
-    capabilities = Capabilities(
-        priorities=True, cross_process=False, fanout=True, liveness_redelivery=True
-    )
+    capabilities = Capabilities(priorities=True, cross_process=False, fanout=True)
 
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url

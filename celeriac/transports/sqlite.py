@@ -30,21 +30,19 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.message import Envelope
 from celeriac.transports.base import (
     BrokerStorageFull,
     Capabilities,
-    Delivery,
-    QueueSpec,
     TransportOptions,
-    bound_queues,
     dead_letter_by_publishing,
     log_dead_letter,
 )
-from celeriac.transports.memory import decode_envelope, encode_meta
+from celeriac.wire.envelopes import decode_envelope, encode_meta
+from celeriac.wire.queues import Delivery, QueueSpec, bound_queues
+from celeriac.wire.sqlite import abandon_in_forked_child, connect, database_path
 
 SCHEMA_VERSION = 1
 
@@ -78,6 +76,8 @@ _INSERT = "INSERT INTO messages (queue, priority, body, meta) VALUES (?, ?, ?, ?
 #: A held row that does not decode goes to ``<queue>.dead`` as it is (``dead_letter_queue``).
 _MOVE_TO_DEAD = "UPDATE messages SET holder = NULL, queue = queue || '.dead'"
 _RETURNING = " RETURNING id, queue, priority, redelivered, body, meta"
+#: A row as ``_RETURNING`` gives it.
+_Row = tuple[int, str, int, int, bytes, bytes]
 #: Ids per ``IN (…)`` list; far below SQLite's limit on bound parameters.
 _IDS_PER_STATEMENT = 500
 
@@ -88,23 +88,6 @@ _DEFAULT_POLLING_INTERVAL = 0.002
 _IDLE_POLLING_INTERVAL = 0.005
 #: How often a consumer looks for dead holders.
 _DEFAULT_RESTORE_INTERVAL = 1.0
-
-
-def database_path(url: str) -> Path:
-    """The file a ``sqlite://`` URL names, absolute and without symlinks.
-
-    Canonical, because the holders' lock directory is found next to it: two processes that
-    reach the database by different paths must still see each other's locks.
-    """
-    path = urlsplit(url).path
-    if path.startswith("/"):
-        path = path[1:]  # sqlite:///relative.db → "relative.db"; sqlite:////abs.db → "/abs.db"
-    if not path or path == ":memory:":
-        raise ImproperlyConfigured(
-            f"broker_url {url!r} names no database file: use sqlite:///relative/path.db or "
-            "sqlite:////absolute/path.db (memory:// for a broker inside one process)"
-        )
-    return Path(path).resolve()
 
 
 class _HolderLock:
@@ -211,9 +194,6 @@ class _HolderDirectory:
 # would look held for as long as the child lives. Closing the child's copy leaves the
 # parent's lock in place (flock belongs to the open file, shared until the last close).
 _instances: weakref.WeakSet[SQLiteTransport] = weakref.WeakSet()
-#: Connections a child inherited. SQLite must not use, or even close, a connection across a
-#: fork, so the child keeps them referenced and untouched.
-_inherited_connections: list[sqlite3.Connection] = []
 
 
 def _after_fork_in_child() -> None:
@@ -247,15 +227,24 @@ _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 def _no_room_is_temporary(method: _Method) -> _Method:
     """A full disk (or a failed write) raises :class:`BrokerStorageFull`: the caller may
-    keep what it was sending and try again later, instead of ending on SQLite's error."""
+    keep what it was sending and try again later, instead of ending on SQLite's error.
+
+    Until a checkpoint has given the WAL's room back, each call tries one first: SQLite
+    checkpoints by itself only at 1000 WAL pages (~4 MB), so on a disk with less room the
+    WAL would take all of it, and take back every byte freed later before that point.
+    """
 
     @functools.wraps(method)
     def wrapper(self: SQLiteTransport, *args: Any, **kwargs: Any) -> Any:
+        if self._wal_to_give_back:
+            self._give_back_wal()
         try:
             return method(self, *args, **kwargs)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF not in _NO_ROOM:
                 raise
+            self._wal_to_give_back = True
+            self._give_back_wal()
             raise BrokerStorageFull(f"the broker file {self.path} cannot grow: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
@@ -266,7 +255,7 @@ def _chunks(ids: Sequence[Hashable]) -> Iterator[Sequence[Hashable]]:
         yield ids[start : start + _IDS_PER_STATEMENT]
 
 
-def _delivery(row: Any) -> Delivery:
+def _delivery(row: _Row) -> Delivery:
     message_id, queue, _priority, redelivered, body, meta = row
     return Delivery(decode_envelope(body, meta), message_id, queue, bool(redelivered))
 
@@ -279,15 +268,13 @@ class SQLiteTransport:
     ``restore_interval`` (seconds between looks for dead holders, 1.0).
     """
 
-    capabilities = Capabilities(
-        priorities=True, cross_process=True, fanout=True, liveness_redelivery=True
-    )
+    capabilities = Capabilities(priorities=True, cross_process=True, fanout=True)
 
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url
         self.options = options or TransportOptions()
         settings = self.options.transport_options
-        self.path = database_path(url)
+        self.path = database_path(url, "broker_url")
         self._busy_timeout = float(settings.get("busy_timeout", _DEFAULT_BUSY_TIMEOUT))
         self._polling_interval = float(settings.get("polling_interval", _DEFAULT_POLLING_INTERVAL))
         self._restore_interval = float(settings.get("restore_interval", _DEFAULT_RESTORE_INTERVAL))
@@ -302,6 +289,8 @@ class SQLiteTransport:
         #: is no point in looking again: a fetch then reads a counter instead of taking the
         #: write lock (5 µs instead of 44 µs, and no contention with publishers).
         self._nothing_ready_at: tuple[int, tuple[str, ...]] | None = None
+        #: A write found the disk full and no checkpoint has emptied the WAL since.
+        self._wal_to_give_back = False
         self._conn = self._connect()
         _instances.add(self)
 
@@ -309,35 +298,15 @@ class SQLiteTransport:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE … COMMIT
-            check_same_thread=False,  # one thread at a time, not always the creating one
-            cached_statements=256,
-        )
+        conn = connect(self.path, self._busy_timeout)
         try:
-            self._prepare(conn)
+            self._create_schema(conn)
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                # Switching to WAL needs a moment alone with the file; when several processes
-                # open a new database together it can report "locked" without waiting.
-                conn.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # any extended code
-                if not busy or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA journal_size_limit=67108864")  # give back disk after a burst
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise ImproperlyConfigured(
@@ -349,6 +318,13 @@ class SQLiteTransport:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
+
+    def _give_back_wal(self) -> None:
+        """Copy the WAL into the database and truncate it to nothing. It fails, and is
+        tried again on the next call, while the database itself has no room to grow."""
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            (busy, _, _) = self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self._wal_to_give_back = busy != 0
 
     def _connection(self) -> sqlite3.Connection:
         if self._unusable is not None:
@@ -455,7 +431,7 @@ class SQLiteTransport:
         self._restore_if_due()
         statement = _reserve_statement(len(queues))
         queues = tuple(queues)
-        parameters: list[Any] = [holder]
+        parameters: list[int | str] = [holder]
         for queue in queues:
             parameters += (queue, limit)
         if len(queues) > 1:
@@ -468,7 +444,7 @@ class SQLiteTransport:
                 # look still counts as a change worth waiting for.
                 seen = conn.execute("PRAGMA data_version").fetchone()[0]
                 if self._nothing_ready_at == (seen, queues):
-                    rows = []
+                    rows: list[_Row] = []
                 else:
                     rows = conn.execute(statement, parameters).fetchall()
                     self._nothing_ready_at = None if rows else (seen, queues)
@@ -501,7 +477,7 @@ class SQLiteTransport:
             if self._restore_if_due():
                 return True
 
-    def _deliveries(self, rows: Sequence[Any]) -> list[Delivery]:
+    def _deliveries(self, rows: Sequence[_Row]) -> list[Delivery]:
         """The rows as deliveries; a row that does not decode moves, as it is, to its queue's
         dead-letter queue."""
         deliveries = []
@@ -649,4 +625,4 @@ class SQLiteTransport:
         )
         if self._holder is not None:
             self._holder.release(remove=False)
-        _inherited_connections.append(self._conn)
+        abandon_in_forked_child(self._conn)

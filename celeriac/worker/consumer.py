@@ -15,17 +15,15 @@ A message whose job never started (a warm shutdown) goes back to its queue.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from celeriac import signals, states
-from celeriac.app.trace import is_expired, reply_extra
 from celeriac.exceptions import (
     ContentDisallowed,
     ImproperlyConfigured,
@@ -34,17 +32,24 @@ from celeriac.exceptions import (
     TaskRevokedError,
     WorkerLostError,
 )
-from celeriac.protocol.message import check_task_headers, parse_datetime, upgrade_v1
+from celeriac.protocol.headers import (
+    LOST_HEADER,
+    eta_timestamp,
+    is_expired,
+    reply_extra,
+    time_limits,
+    times_lost,
+)
+from celeriac.protocol.message import Envelope, check_task_headers, upgrade_v1
 from celeriac.protocol.results import Meta, build_meta, exception_to_dict
 from celeriac.transports.base import (
     BrokerStorageFull,
-    Delivery,
-    QueueSpec,
     Transport,
     copy_to,
     dead_letter_queue,
     log_dead_letter,
 )
+from celeriac.wire.queues import Delivery, QueueSpec
 from celeriac.worker.job import Completion, Job
 from celeriac.worker.pools.base import Pool
 from celeriac.worker.ratelimit import TokenBucket, parse_rate
@@ -190,29 +195,19 @@ class Consumer:
     def _receive(self, delivery: Delivery) -> None:
         envelope = delivery.envelope
         headers = envelope.headers
-        if "task" not in headers:
-            upgrade_v1(envelope, self.accept)
-        check_task_headers(headers)
-        if len(envelope.body) > self.max_message_bytes:
-            raise InvalidMessageError(
-                f"body of {len(envelope.body):,} bytes is over message_max_size "
-                f"({self.max_message_bytes:,})"
-            )
+        self.check_envelope(envelope)
         hard_limit, soft_limit = time_limits(headers)
-        expired = has_expired(headers)
+        expired = is_expired(headers, time.time())
         name, task_id = headers["task"], headers["id"]
-        if self.accept is not None and envelope.content_type not in self.accept:
-            raise ContentDisallowed(
-                f"content type {envelope.content_type!r} is not in accept_content "
-                f"({', '.join(sorted(self.accept))})"
-            )
+        self.check_content_type(envelope.content_type)
         flags = self.flags.get(name) or self.task_flags(name)
         if flags is None:
             self.unknown_task(delivery, name, task_id)
             return
-        if deliveries(headers) >= self.max_deliveries:
+        lost = times_lost(headers)
+        if lost >= self.max_deliveries:
             raise WorkerLostError(
-                f"the processes running it died {deliveries(headers)} times "
+                f"the processes running it died {lost} times "
                 f"(worker_max_deliveries = {self.max_deliveries})"
             )
         if expired:
@@ -235,31 +230,49 @@ class Consumer:
                 "redelivered": delivery.redelivered or LOST_HEADER in headers,
                 "priority": envelope.properties.get("priority"),
             },
-            soft_limit if soft_limit is not None else flags.soft_time_limit,
-            hard_limit if hard_limit is not None else flags.hard_time_limit,
+            flags.soft_time_limit if soft_limit is None else soft_limit,
+            flags.hard_time_limit if hard_limit is None else hard_limit,
         )
         self.held[job.seq] = delivery
         if logger.isEnabledFor(logging.INFO):
             logger.info("Task %s[%s] received", name, task_id)
         if signals.task_received.has_listeners():
             signals.task_received.send(sender=self, request=job)
-        eta = headers.get("eta")
-        if eta:
-            when = self.eta_timestamp(eta, task_id)
-            if when is not None and when > time.time():
-                heapq.heappush(self.eta_heap, (when, job.seq, job))
-                return
-        self.ready.append(job)
+        self.hold_or_ready(job)
 
-    def eta_timestamp(self, eta: Any, task_id: str) -> float | None:
-        try:
-            parsed = parse_datetime(eta)
-        except Exception as exc:
-            logger.warning(
-                "Task %s has an unreadable eta %r (%s): running it now", task_id, eta, exc
+    def check_envelope(self, envelope: Envelope) -> None:
+        """Raise unless the message has the v2 headers a task needs (a v1 message is
+        upgraded in place) and a body within ``message_max_size``."""
+        if "task" not in envelope.headers:
+            upgrade_v1(envelope, self.accept)
+        check_task_headers(envelope.headers)
+        if len(envelope.body) > self.max_message_bytes:
+            raise InvalidMessageError(
+                f"body of {len(envelope.body):,} bytes is over message_max_size "
+                f"({self.max_message_bytes:,})"
             )
-            return None
-        return parsed.timestamp() if parsed is not None else None
+
+    def check_content_type(self, content_type: str) -> None:
+        if self.accept is not None and content_type not in self.accept:
+            raise ContentDisallowed(
+                f"content type {content_type!r} is not in accept_content "
+                f"({', '.join(sorted(self.accept))})"
+            )
+
+    def hold_or_ready(self, job: Job) -> None:
+        """A job whose ETA is ahead waits in the timer heap; the others are ready to run."""
+        try:
+            when = eta_timestamp(job.headers)
+        except Exception as exc:
+            eta = job.headers.get("eta")
+            logger.warning(
+                "Task %s has an unreadable eta %r (%s): running it now", job.task_id, eta, exc
+            )
+            when = None
+        if when is not None and when > time.time():
+            heapq.heappush(self.eta_heap, (when, job.seq, job))
+        else:
+            self.ready.append(job)
 
     def task_flags(self, name: str) -> TaskFlags | None:
         task = self.app.tasks.get(name)
@@ -301,7 +314,7 @@ class Consumer:
         if isinstance(task_id, str) and task_id:  # a caller may wait on it: say why not
             reason = f"{type(error).__name__}: {error}"
             with contextlib.suppress(Exception):  # its reply address may be as bad
-                extra = reply_extra(self.app.backend, delivery.envelope.properties)
+                extra = self.reply_extra(delivery)
                 self._store(
                     [
                         build_meta(
@@ -332,7 +345,7 @@ class Consumer:
                     states.FAILURE,
                     exception_to_dict(error),
                     f"NotRegistered: {name!r}",
-                    extra=reply_extra(self.app.backend, delivery.envelope.properties),
+                    extra=self.reply_extra(delivery),
                 )
             ]
         )
@@ -345,9 +358,13 @@ class Consumer:
     def revoke_expired(self, delivery: Delivery, name: str, task_id: str) -> None:
         logger.info("Task %s[%s] expired before it could run: discarded", name, task_id)
         error = exception_to_dict(TaskRevokedError("expired"))
-        extra = reply_extra(self.app.backend, delivery.envelope.properties)
+        extra = self.reply_extra(delivery)
         self._store([build_meta(task_id, states.REVOKED, error, extra=extra)])
         self.to_ack.append(delivery)
+
+    def reply_extra(self, delivery: Delivery) -> dict[str, object] | None:
+        needs_reply_to = self.app.backend.capabilities.needs_reply_to
+        return reply_extra(delivery.envelope.properties, needs_reply_to)
 
     def _store(self, metas: list[Meta]) -> None:
         backend = self.app.backend
@@ -466,7 +483,7 @@ class Consumer:
     def redeliver_lost(self, delivery: Delivery) -> bool:
         """A message whose process died under it goes back, counted, or is dead-lettered
         once it has killed ``worker_max_deliveries`` processes; whether it goes back."""
-        lost = deliveries(delivery.envelope.headers)
+        lost = times_lost(delivery.envelope.headers)
         if lost >= self.max_deliveries:
             self.dead_letter(
                 delivery,
@@ -510,7 +527,7 @@ class Consumer:
             # Straight back to the queue each came from, its count raised.
             transport.publish(
                 [
-                    copy_to(d, d.queue, {LOST_HEADER: deliveries(d.envelope.headers) + 1})
+                    copy_to(d, d.queue, {LOST_HEADER: times_lost(d.envelope.headers) + 1})
                     for d in self.to_redeliver
                 ]
             )
@@ -537,52 +554,6 @@ class Consumer:
         self.eta_heap.clear()
         if held:
             self.transport.reject(held, requeue=True)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "processed": self.processed,
-            "reserved": len(self.ready) + len(self.unstarted),
-            "scheduled": len(self.eta_heap),
-            "active": self.pool.active(),
-            "prefetch_count": self.prefetch_count,
-            "now": dt.datetime.now(dt.UTC).isoformat(),
-        }
-
-
-def time_limits(headers: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """``(hard, soft)`` seconds from the ``timelimit`` header (either may be None)."""
-    value = headers.get("timelimit")
-    if not value:
-        return None, None
-    try:
-        hard, soft = value
-        return (
-            None if hard is None else float(hard),
-            None if soft is None else float(soft),
-        )
-    except (TypeError, ValueError):
-        raise InvalidMessageError(
-            f"bad timelimit header {value!r}: expected [hard, soft] in seconds"
-        ) from None
-
-
-def has_expired(headers: Mapping[str, Any]) -> bool:
-    if not headers.get("expires"):
-        return False
-    try:
-        return is_expired(headers)
-    except InvalidMessageError as exc:
-        raise InvalidMessageError(f"bad expires header: {exc}") from None
-
-
-#: How many times a message was delivered to a process that died running it.
-LOST_HEADER = "x-celeriac-lost"
-
-
-def deliveries(headers: Mapping[str, Any]) -> int:
-    """How many processes this message has killed (``LOST_HEADER``; 0 when absent)."""
-    value = headers.get(LOST_HEADER)
-    return value if type(value) is int and value > 0 else 0
 
 
 def message_name(delivery: Delivery) -> str:

@@ -9,21 +9,19 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from celeriac import states
-from celeriac.app.trace import (
-    ResultSink,
-    TaskRunner,
-    is_expired,
-    reply_extra,
-    request_from_headers,
-)
+from celeriac.app.trace import ResultSink, StoreAtOnce, TaskRunner
 from celeriac.exceptions import SoftTimeLimitExceeded, TaskRevokedError
+from celeriac.protocol.headers import is_expired, reply_extra, request_from_headers
 from celeriac.protocol.message import Envelope, decode_task_body
 from celeriac.protocol.results import build_meta, exception_to_dict
 from celeriac.worker.job import Completion, Job
+from celeriac.worker.results import BatchingSink
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
@@ -31,7 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 
-def _raise_soft_time_limit(signum: int, frame: Any) -> None:
+def _raise_soft_time_limit(signum: int, frame: FrameType | None) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
@@ -51,7 +49,11 @@ class Executor:
         self.accept = accept
         self.runners: dict[str, TaskRunner] = {}
         self.limits = app.limits()
-        self.sink = ResultSink(app.backend, batch=batch_results, max_delay=result_delay)
+        self.sink: ResultSink = (
+            BatchingSink(app.backend, max_delay=result_delay)
+            if batch_results
+            else StoreAtOnce(app.backend)
+        )
         self.can_alarm = threading.current_thread() is threading.main_thread()
         if self.can_alarm:
             signal.signal(signal.SIGALRM, _raise_soft_time_limit)
@@ -83,7 +85,7 @@ class Executor:
                 job.body, job.headers, job.properties, job.content_type, job.content_encoding
             )
             body = decode_task_body(envelope, self.accept, limits=self.limits)
-            if job.headers.get("expires") and is_expired(job.headers):
+            if is_expired(job.headers, time.time()):
                 return self._expired(job)
             request = request_from_headers(
                 job.headers, job.properties, body.embed, job.delivery_info
@@ -108,7 +110,7 @@ class Executor:
 
     def _store_failure(self, job: Job, error: Exception) -> str:
         reason = f"{type(error).__name__}: {error}"
-        extra = reply_extra(self.app.backend, job.properties)
+        extra = self._reply_extra(job)
         self.sink.add(
             build_meta(job.task_id, states.FAILURE, exception_to_dict(error), reason, extra=extra)
         )
@@ -121,6 +123,9 @@ class Executor:
     def _expired(self, job: Job) -> Completion:
         logger.info("Task %s[%s] expired before it could run", job.task_name, job.task_id)
         error = exception_to_dict(TaskRevokedError("expired"))
-        extra = reply_extra(self.app.backend, job.properties)
+        extra = self._reply_extra(job)
         self.sink.add(build_meta(job.task_id, states.REVOKED, error, extra=extra))
         return Completion(job.seq, states.REVOKED)
+
+    def _reply_extra(self, job: Job) -> dict[str, object] | None:
+        return reply_extra(job.properties, self.app.backend.capabilities.needs_reply_to)

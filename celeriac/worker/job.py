@@ -6,7 +6,7 @@ The body is decoded in the executing process, so the consumer never pays for it.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from celeriac.protocol.results import Meta
 
@@ -18,9 +18,9 @@ class Job(NamedTuple):
     body: bytes
     content_type: str
     content_encoding: str
-    headers: dict[str, Any]
-    properties: dict[str, Any]
-    delivery_info: dict[str, Any]
+    headers: dict[str, object]
+    properties: dict[str, object]
+    delivery_info: dict[str, object]
     soft_time_limit: float | None
     hard_time_limit: float | None
 

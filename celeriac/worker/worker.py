@@ -19,14 +19,16 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from celeriac import signals
 from celeriac.app.routing import queue_spec
 from celeriac.exceptions import ImproperlyConfigured, OperationalError, WorkerTerminate
 from celeriac.protocol import serializers
-from celeriac.transports.base import QueueSpec, Transport
+from celeriac.transports.base import Transport
 from celeriac.utils.log import TaskContextFilter, TaskFormatter
+from celeriac.wire.queues import QueueSpec
 from celeriac.worker.consumer import Consumer
 from celeriac.worker.pools import create_pool
 from celeriac.worker.pools.base import Pool, PoolContext
@@ -228,15 +230,12 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(signum, self.on_shutdown_signal)
 
-    def on_shutdown_signal(self, signum: int, frame: Any) -> None:
+    def on_shutdown_signal(self, signum: int, frame: FrameType | None) -> None:
         self.shutdown_requests += 1
         if signum == signal.SIGQUIT or self.shutdown_requests > 1:
             logger.warning("worker: Cold shutdown (MainProcess)")
             raise WorkerTerminate(1)
         logger.warning("worker: Warm shutdown (MainProcess)")
-
-    def request_stop(self) -> None:
-        self.shutdown_requests += 1
 
     def stop(self, graceful: bool) -> None:
         signals.worker_shutting_down.send(

@@ -46,7 +46,7 @@ from celeriac import states
 from celeriac.backends import BackendOptions, ResultBackend, create_backend
 from celeriac.backends.disabled import NO_BACKEND_MESSAGE, DisabledBackend
 from celeriac.backends.memory import MemoryBackend
-from celeriac.backends.sqlite import SQLiteBackend, database_path
+from celeriac.backends.sqlite import SQLiteBackend
 from celeriac.exceptions import (
     ContentDisallowed,
     ImproperlyConfigured,
@@ -675,16 +675,6 @@ def test_memory_stores_are_named_by_url() -> None:
     one.store([success(task_id, 1)])
     assert same.get([task_id])[0] is not None
     assert other.get([task_id]) == [None]
-
-
-def test_sqlite_paths_follow_sqlalchemy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert database_path("db+sqlite:///results.db") == str(tmp_path / "results.db")
-    assert database_path("sqlite:///sub/r.db?timeout=5") == str(tmp_path / "sub" / "r.db")
-    assert database_path("sqlite:////var/lib/r.db") == "/var/lib/r.db"
-    for url in ("sqlite://", "db+sqlite:///:memory:", "sqlite:///"):
-        with pytest.raises(ImproperlyConfigured, match="memory://"):
-            database_path(url)
 
 
 def test_sqlite_missing_directory_is_a_configuration_error(tmp_path: Path) -> None:

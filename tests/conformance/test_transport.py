@@ -16,13 +16,8 @@ from typing import Any
 import pytest
 
 from celeriac.protocol.message import Envelope
-from celeriac.transports.base import (
-    DEAD_REASON_HEADER,
-    Delivery,
-    QueueSpec,
-    Transport,
-    dead_letter_queue,
-)
+from celeriac.transports.base import DEAD_REASON_HEADER, Transport, dead_letter_queue
+from celeriac.wire.queues import Delivery, QueueSpec
 
 from .conftest import Names, TransportFactory
 

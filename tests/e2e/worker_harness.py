@@ -23,7 +23,8 @@ from types import ModuleType
 from typing import Any
 
 from celeriac.protocol.message import Envelope
-from celeriac.transports.base import Delivery, Transport
+from celeriac.transports.base import Transport
+from celeriac.wire.queues import Delivery
 from tests.support import WorkerProcess, write_project
 
 MODULE = "wtasks"

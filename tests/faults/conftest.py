@@ -1,5 +1,6 @@
 """Fixtures of the fault tests: a seeded random generator per test, a Redis server of the
-test's own, and the table of ledger counts at the end of the session."""
+test's own, the broker a test runs on, and the table of ledger counts at the end of the
+session."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import os
 import random
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +38,34 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@dataclass(frozen=True)
+class Broker:
+    name: str
+    #: How long the ledger must stay unchanged once settled: longer than the broker takes
+    #: to hand a dead consumer's messages to the next one.
+    quiet: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def broker(request: pytest.FixtureRequest) -> Broker:
+    if request.param == "sqlite":
+        # The default broker of the task module: a file next to it. Dead holders are
+        # looked for about once a second.
+        return Broker("sqlite", quiet=1.5)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    # A killed worker's messages come back once its heartbeat key expires (10 s by
+    # default); 2 s keeps the test short and is still 8 missed beats.
+    options = {
+        "holder_heartbeat_interval": 0.25,
+        "holder_expires": 2.0,
+        "holder_check_interval": 0.25,
+    }
+    return Broker(
+        "redis", quiet=2.5, settings={"broker": server.url, "broker_transport_options": options}
+    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -12,14 +12,12 @@ import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.redis_server import RedisServer
 from tests.e2e.worker_harness import MODULE, wait_until
+from tests.faults.conftest import Broker
 from tests.faults.ledger import (
     CONCURRENCY,
     KINDS,
@@ -45,34 +43,6 @@ KILLS = 4
 #: The bug the whole-worker kills show (see docs/faults.md, "Bugs found").
 StartWorker = Callable[..., WorkerProcess]
 Project = Callable[[dict[str, str]], Path]
-
-
-@dataclass(frozen=True)
-class Broker:
-    name: str
-    #: How long the ledger must stay unchanged once settled: longer than the broker takes
-    #: to hand a dead consumer's messages to the next one.
-    quiet: float
-    settings: dict[str, Any] = field(default_factory=dict)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def broker(request: pytest.FixtureRequest) -> Broker:
-    if request.param == "sqlite":
-        # The default broker of the task module: a file next to it. Dead holders are
-        # looked for about once a second.
-        return Broker("sqlite", quiet=1.5)
-    server: RedisServer = request.getfixturevalue("redis_server")
-    # A killed worker's messages come back once its heartbeat key expires (10 s by
-    # default); 2 s keeps the test short and is still 8 missed beats.
-    options = {
-        "holder_heartbeat_interval": 0.25,
-        "holder_expires": 2.0,
-        "holder_check_interval": 0.25,
-    }
-    return Broker(
-        "redis", quiet=2.5, settings={"broker": server.url, "broker_transport_options": options}
-    )
 
 
 @pytest.mark.parametrize("kind", KINDS)

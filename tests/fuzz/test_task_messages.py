@@ -10,6 +10,7 @@ from hypothesis import given, reject
 from hypothesis import strategies as st
 
 from celeriac.exceptions import ContentDisallowed, DecodeError, InvalidMessageError
+from celeriac.protocol import headers as header_questions
 from celeriac.protocol import serializers
 from celeriac.protocol.message import (
     Envelope,
@@ -210,6 +211,35 @@ def test_header_times(value: Any) -> None:
     assert outcome is None or isinstance(outcome, dt.datetime | InvalidMessageError)
     if isinstance(outcome, dt.datetime):
         assert outcome.tzinfo is not None
+
+
+#: Header values of every type a serializer gives: JSON's, msgpack's bytes, YAML's times.
+header_values = (
+    json_values
+    | st.binary(max_size=10)
+    | st.datetimes()
+    | st.dates()
+    | st.tuples(json_values, json_values)
+    | st.integers(-(2**70), 2**70)
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["timelimit", "expires", "eta", "x-celeriac-lost", "reply_to"]),
+        header_values,
+    )
+)
+def test_header_questions(headers: dict[str, Any]) -> None:
+    """What the consumer and the executor ask of every message answers or raises
+    InvalidMessageError, whatever the types of the values (another producer sent them)."""
+    invalid = (InvalidMessageError,)
+    settle(lambda: header_questions.time_limits(headers), invalid)
+    settle(lambda: header_questions.is_expired(headers, 1e9), invalid)
+    settle(lambda: header_questions.eta_timestamp(headers), invalid)
+    assert header_questions.times_lost(headers) >= 0
+    header_questions.reply_extra(headers, needs_reply_to=True)
+    header_questions.request_from_headers(headers, headers, {}, {})
 
 
 @given(st.binary(max_size=300))

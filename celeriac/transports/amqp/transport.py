@@ -51,12 +51,11 @@ from celeriac.transports.amqp.connection import (
 from celeriac.transports.amqp.params import parse_urls
 from celeriac.transports.base import (
     Capabilities,
-    Delivery,
-    QueueSpec,
     TransportOptions,
     dead_letter_by_publishing,
     log_dead_letter,
 )
+from celeriac.wire.queues import Delivery, QueueSpec
 
 logger = logging.getLogger("celeriac.transports.amqp")
 
@@ -75,9 +74,7 @@ def _tag_of(delivery: Delivery) -> DeliveryTag:
 class AMQPTransport:
     """See the module docstring; the contract is :mod:`celeriac.transports.base`."""
 
-    capabilities = Capabilities(
-        priorities=True, cross_process=True, fanout=True, liveness_redelivery=True
-    )
+    capabilities = Capabilities(priorities=True, cross_process=True, fanout=True)
 
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url

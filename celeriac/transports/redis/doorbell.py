@@ -19,7 +19,6 @@ When tracking is refused (old server, restricted ACL), waits fall back to short 
 from __future__ import annotations
 
 import collections
-import contextlib
 import itertools
 import logging
 import time
@@ -27,8 +26,9 @@ from collections.abc import Iterator
 
 import redis
 
-from celeriac.transports.base import Delivery
 from celeriac.transports.redis import envelope as envelope_codec
+from celeriac.wire.queues import Delivery
+from celeriac.wire.redis.pubsub import Push, Subscriber, text
 
 logger = logging.getLogger("celeriac.transports.redis")
 
@@ -39,22 +39,20 @@ class Doorbell:
     """A Pub/Sub connection: list-change wake-ups and fanout messages."""
 
     def __init__(self, pool: redis.ConnectionPool, confirm_timeout: float) -> None:
-        # redis-py's annotations differ between its versions: the ignores name both cases.
-        self._pubsub = redis.Redis(connection_pool=pool).pubsub()  # type: ignore[no-untyped-call, unused-ignore]
+        self._subscriber = Subscriber(pool)
         self._confirm_timeout = confirm_timeout
-        # The id is asked before subscribing: afterwards the connection only takes
-        # Pub/Sub commands.
-        self._pubsub.execute_command("CLIENT", "ID")  # type: ignore[no-untyped-call, unused-ignore]
-        connection = self._pubsub.connection
-        assert connection is not None
-        self.client_id: int = int(connection.read_response())
-        self._pubsub.subscribe(_INVALIDATE)
-        self._await_confirmation("subscribe", _INVALIDATE)
         #: channel pattern → the local queues it feeds
         self._routes: dict[str, list[str]] = {}
         #: fanout queue → (envelope bytes, …) received and not fetched yet
         self.buffers: dict[str, collections.deque[bytes]] = {}
         self._tags: Iterator[int] = itertools.count(1)
+        try:
+            # Asked before subscribing: afterwards the connection only takes Pub/Sub commands.
+            self.client_id = int(self._subscriber.call("CLIENT", "ID"))
+            self._subscribe([_INVALIDATE], patterns=False)
+        except BaseException:
+            self._subscriber.close()
+            raise
 
     def subscribe_fanout(self, pattern: str, queue: str) -> None:
         """Start buffering messages published on ``pattern`` for ``queue``."""
@@ -62,25 +60,21 @@ class Doorbell:
         queues = self._routes.get(pattern)
         if queues is None:
             self._routes[pattern] = [queue]
-            self._pubsub.psubscribe(pattern)
-            # Wait for the confirmation: a message published afterwards is then ours.
-            self._await_confirmation("psubscribe", pattern)
+            self._subscribe([pattern], patterns=True)
         elif queue not in queues:
             queues.append(queue)
 
     def wait(self, timeout: float) -> None:
         """Sleep until something arrives on the connection or ``timeout`` passes."""
-        connection = self._pubsub.connection
-        assert connection is not None
-        if connection.can_read(timeout=max(timeout, 0.0)):
+        push = self._subscriber.next_push(max(timeout, 0.0))
+        if push is not None:
+            self._handle(push)
             self.drain()
 
     def drain(self) -> None:
         """Read everything already received: buffer fanout messages, drop the rest."""
-        connection = self._pubsub.connection
-        assert connection is not None
-        while connection.can_read(timeout=0):
-            self._handle(self._pubsub.get_message(timeout=0.0))
+        while (push := self._subscriber.next_push(0.0)) is not None:
+            self._handle(push)
 
     def take_fanout(self, queues: list[str], limit: int) -> list[Delivery]:
         """Up to ``limit`` buffered fanout messages of ``queues``."""
@@ -99,29 +93,20 @@ class Doorbell:
         return deliveries
 
     def close(self) -> None:
-        with contextlib.suppress(redis.RedisError):  # a broken connection: nothing to release
-            self._pubsub.close()
+        self._subscriber.close()
 
-    def _handle(self, message: dict[str, object] | None) -> None:
-        # Invalidations come back as None (redis-py has no handler for them): they only
-        # had to wake us up.
-        if message is None or message.get("type") != "pmessage":
+    def _handle(self, push: Push) -> None:
+        # Invalidations (``message`` on the invalidation channel) only had to wake us up.
+        if text(push[0]) != "pmessage":
             return
-        pattern = message["pattern"]
-        data = message["data"]
-        if not isinstance(pattern, bytes) or not isinstance(data, bytes):
-            return
-        for queue in self._routes.get(pattern.decode(), ()):
-            self.buffers[queue].append(data)
+        _, pattern, _, data = push
+        if isinstance(data, bytes):
+            for queue in self._routes.get(text(pattern), ()):
+                self.buffers[queue].append(data)
 
-    def _await_confirmation(self, kind: str, name: str) -> None:
+    def _subscribe(self, names: list[str], patterns: bool) -> None:
+        """Subscribe and wait for the confirmation: a message published afterwards is ours."""
         deadline = time.monotonic() + self._confirm_timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            message = self._pubsub.get_message(timeout=remaining)
-            if message is None:
-                continue
-            channel = message.get("channel")
-            if message.get("type") == kind and channel in (name, name.encode()):
-                return
-            self._handle(message)
-        raise redis.TimeoutError(f"no confirmation of {kind} {name!r} from Redis")
+        if not self._subscriber.subscribe(names, deadline, patterns=patterns, on_push=self._handle):
+            kind = "psubscribe" if patterns else "subscribe"
+            raise redis.TimeoutError(f"no confirmation of {kind} {names[0]!r} from Redis")

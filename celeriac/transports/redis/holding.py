@@ -31,9 +31,9 @@ from collections.abc import Sequence
 import redis
 from redis.commands.core import Script
 
-from celeriac.transports.redis.connection import RETRYABLE
 from celeriac.transports.redis.envelope import mark_redelivered
 from celeriac.transports.redis.keyspace import KeySpace
+from celeriac.wire.redis.connection import RETRYABLE
 
 logger = logging.getLogger("celeriac.transports.redis")
 

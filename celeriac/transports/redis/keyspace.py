@@ -30,7 +30,8 @@ from typing import Any
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol.message import Envelope
-from celeriac.transports.base import binding_matches
+from celeriac.wire.queues import binding_matches
+from celeriac.wire.redis.commands import Arg
 
 logger = logging.getLogger("celeriac.transports.redis")
 
@@ -201,7 +202,7 @@ def publish_commands(
     bindings: Mapping[str, Sequence[Binding]],
     encode: Callable[[Envelope], bytes],
     steps: Mapping[int, int],
-) -> list[tuple[Any, ...]]:
+) -> list[tuple[Arg, ...]]:
     """The commands that publish ``envelopes``: one ``LPUSH`` per list, in batch order, and
     a ``PUBLISH`` per message for a fanout exchange. ``steps`` maps priorities 0-9 to their
     step (computed once); ``bindings`` holds those of every direct/topic exchange named."""
@@ -226,7 +227,7 @@ def publish_commands(
             step = keys.step_of(priority)
         for queue in targets:
             pushes.setdefault(keys.list_key(queue, step), []).append(data)
-    commands: list[tuple[Any, ...]] = [
+    commands: list[tuple[Arg, ...]] = [
         ("LPUSH", list_key, *values[start : start + _PUSH_CHUNK])
         for list_key, values in pushes.items()
         for start in range(0, len(values), _PUSH_CHUNK)

@@ -34,6 +34,7 @@ Needs Redis >= 6.2 (``RPOP`` with a count). Not for Redis Cluster.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -47,21 +48,12 @@ import redis
 from celeriac.protocol.message import Envelope
 from celeriac.transports.base import (
     Capabilities,
-    Delivery,
-    QueueSpec,
     TransportOptions,
     dead_letter_by_publishing,
     dead_letter_queue,
     log_dead_letter,
 )
 from celeriac.transports.redis import envelope as envelope_codec
-from celeriac.transports.redis.connection import (
-    RETRYABLE,
-    call_with_retry,
-    connection_pool,
-    database_of,
-    safe_url,
-)
 from celeriac.transports.redis.doorbell import Doorbell
 from celeriac.transports.redis.holding import (
     MAX_FETCH,
@@ -77,7 +69,15 @@ from celeriac.transports.redis.keyspace import (
     publish_commands,
     topic_pattern,
 )
-from celeriac.utils.rediswire import PooledWire, Wire
+from celeriac.wire.queues import Delivery, QueueSpec
+from celeriac.wire.redis.commands import Arg, PooledWire, Wire
+from celeriac.wire.redis.connection import (
+    RETRYABLE,
+    call_with_retry,
+    connection_pool,
+    database_of,
+)
+from celeriac.wire.urls import safe_url
 
 logger = logging.getLogger("celeriac.transports.redis")
 
@@ -85,7 +85,8 @@ T = TypeVar("T")
 
 #: Longest single sleep of an empty fetch: a safety net should a wake-up ever be missed.
 _MAX_SLEEP = 1.0
-#: Values per LPUSH command, so a huge batch does not become one enormous command.
+#: Longest pause between retries of a lost connection.
+_MAX_RETRY_DELAY = 5.0
 
 
 class _Consumer:
@@ -120,17 +121,21 @@ class RedisTransport:
         self.options = options or TransportOptions()
         self._limits = self.options.limits
         extra: Mapping[str, Any] = self.options.transport_options
-        self._pool = connection_pool(url, self.options)
+        self._pool = connection_pool(
+            url,
+            "broker_url",
+            connect_timeout=self.options.connection_timeout,
+            socket_timeout=extra.get("socket_timeout", 30.0),
+            health_check_interval=int(extra.get("health_check_interval", 0)),
+            max_connections=extra.get("max_connections"),
+        )
         self._client = redis.Redis(connection_pool=self._pool)
         self._scripts = Scripts(self._client)
         #: The connection publish, fetch and ack go through (checked out once).
         self._commands = PooledWire(self, self._pool)
         self._keys = KeySpace.from_options(extra, database_of(self._pool))
         self.capabilities = Capabilities(
-            priorities=self._keys.higher_first,
-            cross_process=True,
-            fanout=True,
-            liveness_redelivery=True,
+            priorities=self._keys.higher_first, cross_process=True, fanout=True
         )
         self._queue_order = str(extra.get("queue_order_strategy", "round_robin"))
         self._heartbeat_interval = float(extra.get("holder_heartbeat_interval", 2.0))
@@ -329,7 +334,7 @@ class RedisTransport:
 
     def _dead_letter_raw(self, entries: Sequence[tuple[int, bytes, str]]) -> None:
         """Move held entries that do not decode, as they are, to their dead-letter lists."""
-        commands: list[tuple[Any, ...]] = [
+        commands: list[tuple[Arg, ...]] = [
             ("LPUSH", self._keys.list_key(dead_letter_queue(queue), 0), raw)
             for _, raw, queue in entries
         ]
@@ -407,7 +412,7 @@ class RedisTransport:
 
         return self._call("purge", drop)
 
-    def _buffered(self, queue: str) -> Any:
+    def _buffered(self, queue: str) -> collections.deque[bytes] | None:
         if queue in self._fanout_queues and self._consumer is not None:
             self._consumer.doorbell.drain()
             return self._consumer.doorbell.buffers.get(queue)
@@ -476,8 +481,15 @@ class RedisTransport:
             self._consumer = None
 
     def _call(self, what: str, operation: Callable[[], T]) -> T:
+        options = self.options
         return call_with_retry(
-            operation, what=what, url=self.url, options=self.options, reset=self._reset
+            operation,
+            what=what,
+            where=f"Redis at {safe_url(self.url)}",
+            max_retries=options.connection_max_retries if options.connection_retry else 0,
+            max_delay=_MAX_RETRY_DELAY,
+            reset=self._reset,
+            logger=logger,
         )
 
     def _reset(self) -> None:

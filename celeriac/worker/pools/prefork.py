@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celeriac import signals, states
-from celeriac.app.trace import reply_extra
 from celeriac.exceptions import TimeLimitExceeded, WorkerLostError
+from celeriac.protocol.headers import reply_extra
 from celeriac.protocol.results import build_meta, exception_to_dict
 from celeriac.worker.execute import Executor
 from celeriac.worker.job import Completion, Job
@@ -398,7 +398,7 @@ class PreforkPool:
             states.FAILURE,
             exception_to_dict(error),
             f"{type(error).__name__}: {error}",
-            extra=reply_extra(self.context.app.backend, job.properties),
+            extra=reply_extra(job.properties, self.context.app.backend.capabilities.needs_reply_to),
         )
         if isinstance(error, TimeLimitExceeded):
             return Completion(job.seq, states.FAILURE, meta=meta)

@@ -1,4 +1,4 @@
-"""What the worker does after a task for the workflow around it (protocol.md §2.8).
+"""What follows a finished task in the workflow around it: its next steps, or their failure.
 
 On success: apply the callbacks and the next chain step with the result, and count the task
 towards its chord; the call that completes the chord's header sends the body with the
@@ -29,15 +29,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger("celeriac.worker")
 
 
-class WorkflowSteps:
-    """The workflow steps that follow the tasks of one type (``name`` is for the logs)."""
+class NextSteps:
+    """Applies what follows the tasks of one type (``name`` is for the logs)."""
 
     def __init__(self, app: Celery, name: str) -> None:
         self.app = app
         self.name = name
 
     # -- success
-    def apply_next(self, retval: Any, context: Context) -> None:
+    def apply_next(self, retval: object, context: Context) -> None:
         """Send the callbacks and the next chain step, each with ``retval`` first."""
         ids: dict[str, Any] = {"parent_id": context.id, "root_id": context.root_id or context.id}
         if context.priority:
@@ -104,30 +104,24 @@ class WorkflowSteps:
         if isinstance(sig, workflows.chain | workflows.group):
             for step in sig.tasks:
                 self.fail_pending(step, exc, traceback, errbacks)
-            return
-        if isinstance(sig, workflows.chord):
+        elif isinstance(sig, workflows.chord):
             body = sig.body
             if body is not None:
                 self.fail_pending(body, exc, traceback, errbacks)
-            return
+        else:
+            self._fail_step(sig, exc, traceback, errbacks)
+
+    def _fail_step(
+        self, sig: Signature[Any], exc: BaseException, traceback: str | None, errbacks: bool
+    ) -> None:
+        """:meth:`fail_pending` for one task signature."""
         options = sig.options
         task_id = sig.id
         meta = build_meta(task_id or "", states.FAILURE, exception_to_dict(exc), traceback)
         if task_id:
             self.app.backend.store([meta])
         if errbacks and options.get("link_error"):
-            request = Context(
-                id=task_id,
-                task=sig.task,
-                args=sig.args,
-                kwargs=sig.kwargs,
-                root_id=options.get("root_id"),
-                parent_id=options.get("parent_id"),
-                group=options.get("group_id"),
-                group_index=options.get("group_index"),
-                called_directly=False,
-            )
-            self.call_errbacks(options["link_error"], request, exc, traceback)
+            self.call_errbacks(options["link_error"], _unrun_request(sig), exc, traceback)
         for step in reversed(options.get("chain") or ()):
             self.fail_pending(Signature.from_dict(step, app=self.app), exc, traceback, False)
         chord, group_id = options.get("chord"), options.get("group_id")
@@ -153,6 +147,22 @@ class WorkflowSteps:
                 logger.exception("Task %s[%s]: errback %r failed", self.name, request.id, sig)
 
 
+def _unrun_request(sig: Signature[Any]) -> Context:
+    """The ``request`` an errback gets for a step that never ran: what its signature says."""
+    options = sig.options
+    return Context(
+        id=sig.id,
+        task=sig.task,
+        args=sig.args,
+        kwargs=sig.kwargs,
+        root_id=options.get("root_id"),
+        parent_id=options.get("parent_id"),
+        group=options.get("group_id"),
+        group_index=options.get("group_index"),
+        called_directly=False,
+    )
+
+
 def takes_request(fun: Callable[..., Any], bound: bool) -> bool:
     """Whether an errback is "new style": it takes more than the failed task's id."""
     try:
@@ -167,7 +177,7 @@ def takes_request(fun: Callable[..., Any], bound: bool) -> bool:
 
 def fail_unrun(
     app: Celery,
-    request: Mapping[str, Any],
+    request: Mapping[str, object],
     exc: BaseException,
     traceback: str | None = None,
     state: str = states.FAILURE,
@@ -177,10 +187,10 @@ def fail_unrun(
     Stores ``state`` with ``exc`` and moves its workflow on as Celery does: errbacks called,
     the rest of its chain failed, and a chord header member counted (its body then fails
     with a ChordError instead of waiting forever). ``request`` is the task's request dict
-    (:func:`celeriac.app.trace.request_from_headers`).
+    (:func:`celeriac.protocol.headers.request_from_headers`).
     """
     context = Context(request, called_directly=False)
-    steps = WorkflowSteps(app, context.task or "")
+    steps = NextSteps(app, context.task or "")
     meta = build_meta(
         context.id or "",
         state,
