@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from celeriac.backends.base import ResultBackend
+
+if TYPE_CHECKING:  # imported on first use of app.control, not with every app
+    from celeriac.control.client import Control
 
 
 class TaskRequest(Protocol):
@@ -98,21 +101,6 @@ class AppSettings(Protocol):
     def task_always_eager(self) -> bool: ...
 
 
-class RemoteControl(Protocol):
-    """What results ask of the workers (``app.control``)."""
-
-    def revoke(
-        self,
-        task_id: str | list[str],
-        *,
-        connection: object,
-        terminate: bool,
-        signal: str | None,
-        reply: bool,
-        timeout: float | None,
-    ) -> object: ...
-
-
 class App(Protocol):
     """What results and workflows use of an app; :class:`celeriac.Celery` is one."""
 
@@ -129,7 +117,7 @@ class App(Protocol):
     def oid(self) -> str: ...
 
     @property
-    def control(self) -> RemoteControl: ...
+    def control(self) -> Control: ...
 
     def send_task(
         self,

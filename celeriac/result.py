@@ -17,13 +17,16 @@ import contextvars
 import datetime as dt
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celeriac import states
 from celeriac._state import App, get_current_app, get_current_task
 from celeriac.backends.base import ResultBackend
 from celeriac.exceptions import TimeoutError
 from celeriac.protocol.results import Meta, exception_from_dict
+
+if TYPE_CHECKING:
+    from celeriac.transports.base import Transport
 
 __all__ = [
     "AsyncResult",
@@ -141,17 +144,19 @@ class _Deadline:
 def _revoke(
     app: App | None,
     task_ids: str | list[str],
-    connection: object,
+    connection: Transport | None,
     terminate: bool,
     signal: str | None,
     wait: bool,
     timeout: float | None,
 ) -> None:
+    from celeriac.control.client import TERM_SIGNAME  # with app.control, not with results
+
     (app or get_current_app()).control.revoke(
         task_ids,
         connection=connection,
         terminate=terminate,
-        signal=signal,
+        signal=signal or TERM_SIGNAME,
         reply=wait,
         timeout=timeout,
     )
@@ -464,7 +469,7 @@ class AsyncResult(ResultBase):
 
     def revoke(
         self,
-        connection: object = None,
+        connection: Transport | None = None,
         terminate: bool = False,
         signal: str | None = None,
         wait: bool = False,
@@ -680,7 +685,7 @@ class ResultSet(ResultBase):
 
     def revoke(
         self,
-        connection: object = None,
+        connection: Transport | None = None,
         terminate: bool = False,
         signal: str | None = None,
         wait: bool = False,
