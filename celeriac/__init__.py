@@ -3,8 +3,8 @@
 Switch from Celery by changing imports: ``from celeriac import Celery, shared_task``.
 """
 
-from celeriac._state import current_app, current_task
 from celeriac.app.base import Celery, shared_task
+from celeriac.app.current import current_app, current_task
 from celeriac.app.routing import Exchange, Queue
 from celeriac.app.task import Task
 from celeriac.canvas import (

@@ -1,129 +1,158 @@
-"""The current and default app, and the task being executed.
+"""The app in use and the task being executed, as the layers below the app see them.
 
-``shared_task`` and ``AsyncResult()`` without an ``app=`` need "the app in use": the one
-most recently created or ``set_current()`` here. The running task is a context variable,
-so it is right in threads and in asyncio tasks alike.
+``AsyncResult()`` or a signature without an ``app=`` uses "the app in use": the one most
+recently created or ``set_current()``, else a default app made on first use (Celery's
+behaviour). The apps belong to the app layer (:mod:`celeriac.app.current`), which tells
+this module how to find the app in use when it is imported; ``import celeriac`` imports it.
+The running task is a context variable, so it is right in threads and in asyncio tasks
+alike.
+
+:class:`App` and :class:`RunningTask` hold what results, workflows, publishing and logging
+use of an app and of a task, so that these are typed without importing the app layer. The
+results that sending returns are ``object`` here: workflows hand them back as they are.
 """
 
 from __future__ import annotations
 
 import contextvars
-import threading
-import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-if TYPE_CHECKING:
-    from celeriac.app.base import Celery
-    from celeriac.app.task import Task
+from celeriac.backends.base import ResultBackend
 
-_lock = threading.Lock()
-_current_app: Celery | None = None
-_default_app: Celery | None = None
-_apps: weakref.WeakSet[Celery] = weakref.WeakSet()
-_on_app_finalizers: list[Callable[[Celery], Any]] = []
+if TYPE_CHECKING:  # imported on first use of app.control, not with every app
+    from celeriac.control.client import Control
 
-current_task_var: contextvars.ContextVar[Task[Any, Any] | None] = contextvars.ContextVar(
+
+class TaskRequest(Protocol):
+    """What is read of the request of a running task (``task.request``)."""
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def root_id(self) -> str | None: ...
+
+    @property
+    def priority(self) -> int | None: ...
+
+    @property
+    def called_directly(self) -> bool: ...
+
+    @property
+    def is_eager(self) -> bool: ...
+
+
+class RunningTask(Protocol):
+    """A task being executed in this context (``current_task``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def request(self) -> TaskRequest: ...
+
+
+class RegisteredTask(RunningTask, Protocol):
+    """A task of an app (``app.tasks[name]``), as signatures call it."""
+
+    @property
+    def app(self) -> App: ...
+
+    @property
+    def typing(self) -> bool: ...
+
+    def check_arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None: ...
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> object:
+        """Send the task; an ``AsyncResult``."""
+        ...
+
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> object:
+        """Run the task here; an ``EagerResult``."""
+        ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class TaskCall(NamedTuple):
+    """One call of a task by name, with its ``apply_async`` options."""
+
+    name: str
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+    options: Mapping[str, Any]
+
+
+class AppSettings(Protocol):
+    """The settings workflows read (``app.conf``)."""
+
+    @property
+    def task_always_eager(self) -> bool: ...
+
+
+class App(Protocol):
+    """What results and workflows use of an app; :class:`celeriac.Celery` is one."""
+
+    @property
+    def conf(self) -> AppSettings: ...
+
+    @property
+    def tasks(self) -> Mapping[str, RegisteredTask]: ...
+
+    @property
+    def backend(self) -> ResultBackend: ...
+
+    @property
+    def oid(self) -> str: ...
+
+    @property
+    def control(self) -> Control: ...
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> object:
+        """Send a task by name; an ``AsyncResult``."""
+        ...
+
+    def send_batch(self, calls: Sequence[TaskCall]) -> None: ...
+
+
+def _no_app_layer() -> App:
+    raise RuntimeError("celeriac.app.current is not imported, so there is no app in use")
+
+
+_find_app: Callable[[], App] = _no_app_layer
+
+current_task_var: contextvars.ContextVar[RunningTask | None] = contextvars.ContextVar(
     "celeriac_current_task", default=None
 )
 
 
-def register_app(app: Celery) -> None:
-    _apps.add(app)
+def find_current_app_with(finder: Callable[[], App]) -> None:
+    """Set how the app in use is found (done by :mod:`celeriac.app.current` on import)."""
+    global _find_app
+    _find_app = finder
 
 
-def all_apps() -> list[Celery]:
-    return list(_apps)
+def get_current_app() -> App:
+    """The app in use; a default app is made if none was created yet."""
+    return _find_app()
 
 
-def set_current_app(app: Celery) -> None:
-    global _current_app
-    _current_app = app
-
-
-def get_current_app() -> Celery:
-    """The current app; a default app (embedded broker) is made if none exists yet."""
-    global _default_app
-    if _current_app is not None:
-        return _current_app
-    with _lock:
-        if _default_app is None:
-            from celeriac.app.base import Celery
-
-            _default_app = Celery("default", set_as_current=False)
-        return _default_app
-
-
-def connect_on_app_finalize(callback: Callable[[Celery], Any]) -> Callable[[Celery], Any]:
-    """Run ``callback(app)`` when any app (present or future) is finalized."""
-    _on_app_finalizers.append(callback)
-    for app in all_apps():
-        if app.finalized:
-            callback(app)
-    return callback
-
-
-def app_finalizers() -> list[Callable[[Celery], Any]]:
-    return list(_on_app_finalizers)
-
-
-def get_current_task() -> Task[Any, Any] | None:
+def get_current_task() -> RunningTask | None:
     return current_task_var.get()
-
-
-class _CurrentAppProxy:
-    """Stands for whichever app is current when it is used, like Celery's ``current_app``.
-
-    ``from celeriac import current_app`` at the top of a module must not freeze the app that
-    happened to be current at import time (often none yet, which would make a default app).
-    """
-
-    __slots__ = ()
-
-    def _get_current_object(self) -> Celery:
-        return get_current_app()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(get_current_app(), name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(get_current_app(), name, value)
-
-    def __eq__(self, other: object) -> bool:
-        return get_current_app() == other
-
-    def __hash__(self) -> int:
-        return hash(get_current_app())
-
-    def __repr__(self) -> str:
-        return repr(get_current_app())
-
-
-class _CurrentTaskProxy:
-    """Stands for the task executing in this context (``None``-like outside a task)."""
-
-    __slots__ = ()
-
-    def _get_current_object(self) -> Task[Any, Any] | None:
-        return get_current_task()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(get_current_task(), name)
-
-    def __bool__(self) -> bool:
-        return get_current_task() is not None
-
-    def __eq__(self, other: object) -> bool:
-        return get_current_task() == other
-
-    def __hash__(self) -> int:
-        return hash(get_current_task())
-
-    def __repr__(self) -> str:
-        return repr(get_current_task())
-
-
-#: ``celeriac.current_app``: typed as the app it stands for.
-current_app = cast("Celery", _CurrentAppProxy())
-#: ``celeriac.current_task``: the running task, falsy outside one.
-current_task = cast("Task[Any, Any]", _CurrentTaskProxy())

@@ -17,13 +17,16 @@ import contextvars
 import datetime as dt
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celeriac import states
-from celeriac._state import get_current_app, get_current_task
-from celeriac.backends.base import Meta, ResultBackend
+from celeriac._state import App, get_current_app, get_current_task
+from celeriac.backends.base import ResultBackend
 from celeriac.exceptions import TimeoutError
-from celeriac.protocol.results import exception_from_dict
+from celeriac.protocol.results import Meta, exception_from_dict
+
+if TYPE_CHECKING:
+    from celeriac.transports.base import Transport
 
 __all__ = [
     "AsyncResult",
@@ -51,6 +54,12 @@ _join_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 TaskCallback = Callable[[str, Any], object]
+#: What ``as_tuple`` makes: ``((id, parent), members)`` with ``parent`` and each member
+#: made the same way, ``members`` None for one task's result (a set has no head). Stored
+#: in metas and saved groups, where it comes back as lists.
+ResultTuple = tuple[tuple[str | None, "ResultTuple | None"] | None, list["ResultTuple"] | None]
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -78,7 +87,7 @@ def assert_will_not_block() -> None:
     if task is None or _join_allowed.get():
         return
     # A task run in-process by apply() waits for nobody else's worker slot.
-    if getattr(getattr(task, "request", None), "is_eager", False):
+    if task.request.is_eager:
         return
     raise RuntimeError(E_WOULDBLOCK)
 
@@ -94,7 +103,7 @@ def _pending_meta(task_id: str) -> Meta:
     }
 
 
-def _as_exception(value: Any, traceback: str | None) -> BaseException:
+def _as_exception(value: object, traceback: str | None) -> BaseException:
     exc = exception_from_dict(value)
     if traceback and getattr(exc, "remote_traceback", None) != traceback:
         with contextlib.suppress(Exception):  # an exception class may refuse attributes
@@ -133,20 +142,21 @@ class _Deadline:
 
 
 def _revoke(
-    app: Any,
+    app: App | None,
     task_ids: str | list[str],
-    connection: Any,
+    connection: Transport | None,
     terminate: bool,
     signal: str | None,
     wait: bool,
     timeout: float | None,
-) -> Any:
-    resolved: Any = app if app is not None else get_current_app()
-    return resolved.control.revoke(
+) -> None:
+    from celeriac.control.client import TERM_SIGNAME  # with app.control, not with results
+
+    (app or get_current_app()).control.revoke(
         task_ids,
         connection=connection,
         terminate=terminate,
-        signal=signal,
+        signal=signal or TERM_SIGNAME,
         reply=wait,
         timeout=timeout,
     )
@@ -176,7 +186,7 @@ class ResultBase:
     def maybe_throw(self, propagate: bool = True, callback: TaskCallback | None = None) -> Any:
         raise NotImplementedError
 
-    def as_tuple(self) -> Any:
+    def as_tuple(self) -> ResultTuple:
         raise NotImplementedError
 
 
@@ -195,7 +205,7 @@ class AsyncResult(ResultBase):
         id: str,
         backend: ResultBackend | None = None,
         task_name: str | None = None,
-        app: Any = None,
+        app: App | None = None,
         parent: ResultBase | None = None,
     ) -> None:
         if id is None:
@@ -220,16 +230,14 @@ class AsyncResult(ResultBase):
     @property
     def backend(self) -> ResultBackend:
         if self._backend is None:
-            app: Any = self.app if self.app is not None else get_current_app()
-            self._backend = app.backend
-        assert self._backend is not None
+            self._backend = (self.app or get_current_app()).backend
         return self._backend
 
     @backend.setter
     def backend(self, value: ResultBackend) -> None:
         self._backend = value
 
-    def as_tuple(self) -> Any:
+    def as_tuple(self) -> ResultTuple:
         parent = self.parent.as_tuple() if self.parent is not None else None
         return ((self.id, parent), None)
 
@@ -252,7 +260,7 @@ class AsyncResult(ResultBase):
     def __copy__(self) -> AsyncResult:
         return type(self)(self.id, self._backend, self.task_name, self.app, self.parent)
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[type[AsyncResult], tuple[object, ...]]:
         # The backend holds connections: the unpickled copy finds its app's backend.
         return AsyncResult, (self.id, None, self.task_name, None, self.parent)
 
@@ -260,7 +268,7 @@ class AsyncResult(ResultBase):
 
     def _set_cache(self, meta: Meta) -> Meta:
         """Turn a stored meta into Python values; keep it when the state is final."""
-        meta = dict(meta)
+        meta = meta.copy()
         if meta.get("status") in states.EXCEPTION_STATES and meta.get("result") is not None:
             meta["result"] = _as_exception(meta["result"], meta.get("traceback"))
         children = meta.get("children")
@@ -313,11 +321,11 @@ class AsyncResult(ResultBase):
         return self._get_task_meta().get("name")
 
     @property
-    def args(self) -> Any:
+    def args(self) -> list[Any] | None:
         return self._get_task_meta().get("args")
 
     @property
-    def kwargs(self) -> Any:
+    def kwargs(self) -> dict[str, Any] | None:
         return self._get_task_meta().get("kwargs")
 
     @property
@@ -373,7 +381,7 @@ class AsyncResult(ResultBase):
         on_message: Callable[[Meta], object] | None = None,
         on_interval: Callable[[], object] | None = None,
         disable_sync_subtasks: bool = True,
-        **unused: Any,
+        **unused: object,
     ) -> Any:
         """Wait for the task and return its value, or raise its exception.
 
@@ -461,14 +469,14 @@ class AsyncResult(ResultBase):
 
     def revoke(
         self,
-        connection: Any = None,
+        connection: Transport | None = None,
         terminate: bool = False,
         signal: str | None = None,
         wait: bool = False,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> None:
         """Ask the workers not to run the task (``app.control.revoke``)."""
-        return _revoke(self.app, self.id, connection, terminate, signal, wait, timeout)
+        _revoke(self.app, self.id, connection, terminate, signal, wait, timeout)
 
 
 class EagerResult(AsyncResult):
@@ -496,11 +504,11 @@ class EagerResult(AsyncResult):
     def forget(self) -> None:
         """Nothing is stored."""
 
-    def revoke(self, *args: Any, **kwargs: Any) -> None:
+    def revoke(self, *args: object, **kwargs: object) -> None:
         if self._cache is not None:
             self._cache["status"] = states.REVOKED
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[type[EagerResult], tuple[object, ...]]:
         meta = self._get_task_meta()
         return EagerResult, (self.id, meta["result"], meta["status"], meta["traceback"])
 
@@ -521,15 +529,44 @@ def _fetch_metas(results: Sequence[AsyncResult]) -> list[Meta]:
     return [meta for meta in metas if meta is not None]
 
 
+def _raise_first_failure(results: Sequence[AsyncResult], metas: Sequence[Meta]) -> None:
+    for result, meta in zip(results, metas, strict=True):
+        if meta["status"] in states.PROPAGATE_STATES:
+            result.maybe_throw()
+
+
+def _pending_on_one_backend(
+    results: Sequence[AsyncResult], metas: Sequence[Meta]
+) -> list[AsyncResult]:
+    """The results not ready yet, when they share one backend (else none: see the caller)."""
+    pending = [
+        result
+        for result, meta in zip(results, metas, strict=True)
+        if meta["status"] not in states.READY_STATES
+    ]
+    return pending if len({id(result.backend) for result in pending}) == 1 else []
+
+
+def _wait_once(pending: Sequence[AsyncResult], timeout: float | None, interval: float) -> bool:
+    """One ``wait`` on the backend the results share; False when it timed out."""
+    try:
+        stored = pending[0].backend.wait([result.id for result in pending], timeout, interval)
+    except TimeoutError:
+        return False
+    for result, meta in zip(pending, stored, strict=True):
+        result._set_cache(meta)
+    return True
+
+
 class ResultSet(ResultBase):
     """Many results, read and waited for together."""
 
     def __init__(
         self,
         results: Iterable[ResultBase] | None = None,
-        app: Any = None,
+        app: App | None = None,
         backend: ResultBackend | None = None,
-        **unused: Any,
+        **unused: object,
     ) -> None:
         self.app = app
         self._backend = backend
@@ -541,9 +578,7 @@ class ResultSet(ResultBase):
             return self._backend
         if self.results and isinstance(self.results[0], AsyncResult | ResultSet):
             return self.results[0].backend
-        app: Any = self.app if self.app is not None else get_current_app()
-        backend: ResultBackend = app.backend
-        return backend
+        return (self.app or get_current_app()).backend
 
     # -- the members -----------------------------------------------------------------
 
@@ -588,7 +623,7 @@ class ResultSet(ResultBase):
         ids = ", ".join(str(getattr(result, "id", result)) for result in self.results)
         return f"<{type(self).__name__}: [{ids}]>"
 
-    def as_tuple(self) -> Any:
+    def as_tuple(self) -> ResultTuple:
         return (None, [result.as_tuple() for result in self.results])
 
     # -- states, with one backend round trip ----------------------------------------
@@ -650,14 +685,14 @@ class ResultSet(ResultBase):
 
     def revoke(
         self,
-        connection: Any = None,
+        connection: Transport | None = None,
         terminate: bool = False,
         signal: str | None = None,
         wait: bool = False,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> None:
         task_ids = [str(result.id) for result in self.results]
-        return _revoke(self.app, task_ids, connection, terminate, signal, wait, timeout)
+        _revoke(self.app, task_ids, connection, terminate, signal, wait, timeout)
 
     # -- waiting ---------------------------------------------------------------------
 
@@ -671,7 +706,7 @@ class ResultSet(ResultBase):
         on_message: Callable[[Meta], object] | None = None,
         disable_sync_subtasks: bool = True,
         on_interval: Callable[[], object] | None = None,
-        **unused: Any,
+        **unused: object,
     ) -> list[Any]:
         """Wait for every member; return their values in order.
 
@@ -714,28 +749,16 @@ class ResultSet(ResultBase):
         while True:
             metas = _fetch_metas(singles)
             if propagate:
-                for result, meta in zip(singles, metas, strict=True):
-                    if meta["status"] in states.PROPAGATE_STATES:
-                        result.maybe_throw()
-            pending = [
-                result
-                for result, meta in zip(singles, metas, strict=True)
-                if meta["status"] not in states.READY_STATES
-            ]
-            backends = {id(result.backend) for result in pending}
-            if len(backends) != 1:
+                _raise_first_failure(singles, metas)
+            pending = _pending_on_one_backend(singles, metas)
+            if not pending:
                 return  # all ready, or spread over backends: the members wait one by one
-            backend = pending[0].backend
             wait_for = deadline.next_slice() if sliced else deadline.remaining()
-            try:
-                stored = backend.wait([r.id for r in pending], wait_for, deadline.interval)
-            except TimeoutError:
-                deadline.raise_if_passed(f"{len(pending)} of {len(singles)} results")
-                if on_interval is not None:
-                    on_interval()
-            else:
-                for result, meta in zip(pending, stored, strict=True):
-                    result._set_cache(meta)
+            if _wait_once(pending, wait_for, deadline.interval):
+                continue
+            deadline.raise_if_passed(f"{len(pending)} of {len(singles)} results")
+            if on_interval is not None:
+                on_interval()
 
     async def ajoin(
         self,
@@ -781,9 +804,9 @@ class GroupResult(ResultSet):
         id: str | None = None,
         results: Iterable[ResultBase] | None = None,
         parent: ResultBase | None = None,
-        app: Any = None,
+        app: App | None = None,
         backend: ResultBackend | None = None,
-        **unused: Any,
+        **unused: object,
     ) -> None:
         super().__init__(results, app=app, backend=backend)
         self.id = id
@@ -800,12 +823,11 @@ class GroupResult(ResultSet):
 
     @classmethod
     def restore(
-        cls, id: str, backend: ResultBackend | None = None, app: Any = None
+        cls, id: str, backend: ResultBackend | None = None, app: App | None = None
     ) -> GroupResult | None:
         """The group saved under ``id``, or None."""
         if backend is None:
-            backend = (app if app is not None else get_current_app()).backend
-        assert backend is not None
+            backend = (app or get_current_app()).backend
         value = backend.get_group(id)
         if value is None:
             return None
@@ -817,7 +839,7 @@ class GroupResult(ResultSet):
             raise ValueError("this GroupResult has no id")
         return self.id
 
-    def as_tuple(self) -> Any:
+    def as_tuple(self) -> ResultTuple:
         parent = self.parent.as_tuple() if self.parent is not None else None
         return ((self.id, parent), [result.as_tuple() for result in self.results])
 
@@ -841,7 +863,10 @@ class GroupResult(ResultSet):
 
 
 def result_from_tuple(
-    value: Any, app: Any = None, *, backend: ResultBackend | None = None
+    value: ResultBase | Sequence[Any],
+    app: App | None = None,
+    *,
+    backend: ResultBackend | None = None,
 ) -> ResultBase:
     """Turn :meth:`~AsyncResult.as_tuple` output (or its JSON form) back into a result."""
     if isinstance(value, ResultBase):
@@ -860,7 +885,7 @@ def result_from_tuple(
     return AsyncResult(task_id, backend=backend, app=app, parent=parent_result)
 
 
-async def _to_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+async def _to_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     # asyncio is imported on first use: it is a fifth of celeriac's import time.
     import asyncio
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from celeriac import Celery, _state, shared_task
+from celeriac.app import current as app_current
 from celeriac.app.task import Task
 
 Project = Callable[[dict[str, str]], Path]
@@ -28,9 +29,9 @@ def memory_app(main: str = "proj", **options: Any) -> Celery:
 
 @pytest.fixture(autouse=True)
 def _restore_current_app() -> Iterator[None]:
-    before = _state._current_app
+    before = app_current._current_app
     yield
-    _state._current_app = before
+    app_current._current_app = before
 
 
 def test_repr_and_main() -> None:
@@ -225,7 +226,7 @@ def test_current_app_imported_early_follows_later_apps() -> None:
 
 
 def test_default_app_is_made_when_none_was_created() -> None:
-    _state._current_app = None
+    app_current._current_app = None
     default = _state.get_current_app()
     assert isinstance(default, Celery)
     assert _state.get_current_app() is default

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from celeriac import Celery, _state
+from celeriac import Celery
+from celeriac.app import current as app_current
 from celeriac.cli.app_loader import find_app
 from celeriac.exceptions import ImproperlyConfigured
 
@@ -18,9 +19,9 @@ APP = 'from celeriac import Celery\n{name} = Celery("{main}", broker="memory://l
 
 @pytest.fixture(autouse=True)
 def _restore_current_app() -> Iterator[None]:
-    before = _state._current_app
+    before = app_current._current_app
     yield
-    _state._current_app = before
+    app_current._current_app = before
 
 
 def test_module_colon_attribute(project: Project) -> None:

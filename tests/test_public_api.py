@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from celeriac import _state
+from celeriac.app import current as app_current
 
 #: module → names that must be importable from it (Celery's paths, with celery → celeriac).
 PUBLIC_API = {
@@ -111,9 +111,9 @@ PUBLIC_API = {
 
 @pytest.fixture(autouse=True)
 def _restore_current_app() -> Iterator[None]:
-    before = _state._current_app
+    before = app_current._current_app
     yield
-    _state._current_app = before
+    app_current._current_app = before
 
 
 @pytest.mark.parametrize("module_name", sorted(PUBLIC_API))

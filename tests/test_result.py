@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from celeriac import _state, states
+from celeriac.app import current as app_current
 from celeriac.app.base import Celery
 from celeriac.backends.base import BackendOptions, ResultBackend
 from celeriac.backends.disabled import DisabledBackend
@@ -300,7 +301,7 @@ def test_backend_comes_from_the_app(tmp_path: Path) -> None:
 def test_backend_comes_from_the_current_app(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_state, "_current_app", None)
+    monkeypatch.setattr(app_current, "_current_app", None)
     app = Celery("t", backend=f"memory://current{tmp_path}", set_as_current=True)
     task_id = store_success(app.backend, "current")
     assert AsyncResult(task_id).get() == "current"

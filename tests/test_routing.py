@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from celeriac import Celery, Exchange, Queue, _state
+from celeriac import Celery, Exchange, Queue
+from celeriac.app import current as app_current
 from celeriac.app.routing import MappingRouter, RouteResolver, prepare_routers, queue_spec
 from celeriac.exceptions import ImproperlyConfigured, QueueNotFound
 from celeriac.protocol.message import Envelope
@@ -21,9 +22,9 @@ _names = itertools.count()
 
 @pytest.fixture(autouse=True)
 def _restore_current_app() -> Iterator[None]:
-    before = _state._current_app
+    before = app_current._current_app
     yield
-    _state._current_app = before
+    app_current._current_app = before
 
 
 def make_app(**conf: Any) -> Celery:

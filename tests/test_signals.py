@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from celeriac import Celery, _state, signals
+from celeriac import Celery, signals
+from celeriac.app import current as app_current
 from celeriac.signals import Signal
 
 _names = itertools.count()
@@ -19,9 +20,9 @@ _names = itertools.count()
 
 @pytest.fixture(autouse=True)
 def _restore_current_app() -> Iterator[None]:
-    before = _state._current_app
+    before = app_current._current_app
     yield
-    _state._current_app = before
+    app_current._current_app = before
 
 
 def test_connect_send_and_disconnect() -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from celeriac import Celery, _state, states
+from celeriac import Celery, states
+from celeriac.app import current as app_current
 from celeriac.app.task import Context, Task
 from celeriac.protocol.message import Envelope, TaskBody, decode_task_body
 from celeriac.result import EagerResult
@@ -22,9 +23,9 @@ _names = itertools.count()
 
 @pytest.fixture(autouse=True)
 def _restore_current_app() -> Iterator[None]:
-    before = _state._current_app
+    before = app_current._current_app
     yield
-    _state._current_app = before
+    app_current._current_app = before
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ forked safely.
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import inspect
 import os
@@ -14,8 +15,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from urllib.parse import urlsplit
 
-from celeriac import _state, signals
+from celeriac import signals
+from celeriac._state import TaskCall
+from celeriac.app import current
 from celeriac.app.defaults import EMBEDDED_BROKER_URL
 from celeriac.app.publish import Publisher
 from celeriac.app.registry import TaskRegistry, gen_task_name
@@ -27,13 +31,17 @@ from celeriac.canvas.signature import Signature
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.protocol import serializers
 from celeriac.protocol.limits import Limits
-from celeriac.result import AsyncResult, GroupResult
+from celeriac.result import AsyncResult, GroupResult, ResultBase
 from celeriac.signals import Signal
 from celeriac.transports.base import Transport, TransportOptions
 from celeriac.transports.registry import create_transport
 
 P = ParamSpec("P")
 R = TypeVar("R")
+AnyTask = BaseTask[Any, Any]
+#: ``autodiscover_tasks(packages)``: package names, a function returning them, or None for
+#: Django's installed apps.
+Packages = Iterable[str] | Callable[[], Iterable[str]] | None
 
 
 class Celery:
@@ -42,20 +50,20 @@ class Celery:
     def __init__(
         self,
         main: str | None = None,
-        loader: Any = None,
+        loader: object = None,
         backend: str | None = None,
-        amqp: Any = None,
-        events: Any = None,
-        log: Any = None,
-        control: Any = None,
+        amqp: object = None,
+        events: object = None,
+        log: object = None,
+        control: object = None,
         set_as_current: bool = True,
-        tasks: Any = None,
+        tasks: object = None,
         broker: str | None = None,
         include: Sequence[str] | None = None,
         changes: Mapping[str, Any] | None = None,
-        config_source: Any = None,
-        fixups: Any = None,
-        task_cls: type[BaseTask[Any, Any]] | str | None = None,
+        config_source: object = None,
+        fixups: object = None,
+        task_cls: type[AnyTask] | str | None = None,
         autofinalize: bool = True,
         namespace: str | None = None,
         strict_typing: bool = True,
@@ -70,8 +78,7 @@ class Celery:
         self._oid = (os.getpid(), str(uuid.uuid4()))
         self.conf = Settings()
         self._tasks = TaskRegistry()
-        self._pending: list[Callable[[], Any]] = []
-        self._autodiscover: list[tuple[Any, str]] = []
+        self._autodiscover: list[tuple[Packages, str]] = []
         self._finalize_lock = threading.RLock()
         self._backend: tuple[int, ResultBackend] | None = None
         self._publisher: Publisher | None = None
@@ -92,16 +99,16 @@ class Celery:
             self.conf.update(changes)
         for name, value in kwargs.items():
             self.conf[name] = value
-        _state.register_app(self)
+        current.register_app(self)
         if set_as_current:
-            _state.set_current_app(self)
+            current.set_current_app(self)
 
     def __repr__(self) -> str:
         return f"<Celery {self.main or '__main__'} at {id(self):#x}>"
 
     # -- configuration
     def config_from_object(
-        self, obj: Any, silent: bool = False, force: bool = False, namespace: str | None = None
+        self, obj: object, silent: bool = False, force: bool = False, namespace: str | None = None
     ) -> None:
         """Load settings from a module, class, mapping or ``'module:attr'`` path, now."""
         try:
@@ -142,15 +149,15 @@ class Celery:
             self.on_after_configure.send(sender=self, source=self.conf)
 
     # -- tasks
-    def _resolve_task_cls(self, task_cls: type[BaseTask[Any, Any]] | str | None) -> type[Any]:
+    def _resolve_task_cls(self, task_cls: type[AnyTask] | str | None) -> type[AnyTask]:
         if isinstance(task_cls, str):
             module_name, _, attribute = task_cls.partition(":")
-            found: type[Any] = getattr(importlib.import_module(module_name), attribute)
+            found: type[AnyTask] = getattr(importlib.import_module(module_name), attribute)
             return found
         return task_cls or BaseTask
 
     @property
-    def Task(self) -> type[Any]:
+    def Task(self) -> type[AnyTask]:
         """The base task class of this app (``app.Task``)."""
         return self.task_cls
 
@@ -177,7 +184,7 @@ class Celery:
         if len(funs) == 1 and callable(funs[0]):  # @app.task, or app.task(fun, **options)
             return self._task_from_fun(funs[0], bind=bind, **options)
 
-        def decorate(function: Callable[..., Any]) -> BaseTask[Any, Any]:
+        def decorate(function: Callable[..., Any]) -> AnyTask:
             return self._task_from_fun(function, bind=bind, **options)
 
         return decorate
@@ -186,10 +193,10 @@ class Celery:
         self,
         fun: Callable[..., Any],
         name: str | None = None,
-        base: type[Any] | None = None,
+        base: type[AnyTask] | None = None,
         bind: bool = False,
         **options: Any,
-    ) -> BaseTask[Any, Any]:
+    ) -> AnyTask:
         name = name or self.gen_task_name(fun.__name__, fun.__module__)
         existing = self._tasks.get(name)
         if existing is not None and getattr(existing, "__wrapped__", None) is fun:
@@ -215,7 +222,7 @@ class Celery:
             attributes["typing"] = getattr(base, "typing", True) and self.strict_typing
         attributes.update(options)
         cls = type(fun.__name__, (base,), attributes)
-        task: BaseTask[Any, Any] = cls()
+        task: AnyTask = cls()
         self._tasks.register(task)
         return task
 
@@ -223,7 +230,7 @@ class Celery:
         """Name of a task without ``name=``: ``module.function`` (override to change)."""
         return gen_task_name(self, name, module)
 
-    def register_task(self, task: Any, **options: Any) -> Any:
+    def register_task(self, task: AnyTask | type[AnyTask], **options: Any) -> AnyTask:
         """Register a class-based task (an instance or a ``Task`` subclass)."""
         if isinstance(task, type):
             task = task()
@@ -256,7 +263,7 @@ class Celery:
             from celeriac.app import builtins
 
             builtins.register(self)
-            for callback in _state.app_finalizers():
+            for callback in current.app_finalizers():
                 callback(self)
             self.import_default_modules()
             self.on_after_finalize.send(sender=self)
@@ -272,7 +279,7 @@ class Celery:
 
     def autodiscover_tasks(
         self,
-        packages: Iterable[str] | Callable[[], Iterable[str]] | None = None,
+        packages: Packages = None,
         related_name: str = "tasks",
         force: bool = False,
     ) -> None:
@@ -282,7 +289,7 @@ class Celery:
         else:
             self._autodiscover.append((packages, related_name))
 
-    def _discover(self, packages: Any, related_name: str) -> None:
+    def _discover(self, packages: Packages, related_name: str) -> None:
         if packages is None:
             packages = _django_installed_apps()
         elif callable(packages):
@@ -383,11 +390,15 @@ class Celery:
             accept=serializers.content_types(accept) if accept else None,
             expires=float(expires) if expires else None,
             transport_options=conf.result_backend_transport_options or {},
-            transport_factory=self.create_transport,
-            oid=self.oid,
             max_result_bytes=int(conf.result_max_size),
         )
-        return create_backend(conf.result_backend, options)
+        url = conf.result_backend
+        if url and urlsplit(url).scheme == "rpc":
+            from celeriac.backends.rpc import RPCBackend
+
+            # Results come back as messages over this app's broker, to its own queue.
+            return RPCBackend(url, options, transport_factory=self.create_transport, oid=self.oid)
+        return create_backend(url, options)
 
     def finalize_if_needed(self) -> None:
         if not self.finalized:
@@ -438,6 +449,24 @@ class Celery:
         publisher.publish([envelope for _, envelope, _ in built], queues, retry, retry_policy)
         return [AsyncResult(task_id, app=self, task_name=name) for task_id, _, _ in built]
 
+    def send_batch(self, calls: Sequence[TaskCall]) -> None:
+        """Send calls of any tasks in one batch: one round trip to the broker.
+
+        The results are not made here: callers give each call its ``task_id``.
+        """
+        if not calls:
+            return
+        publisher = self.publisher
+        envelopes, queues = [], {}
+        for name, args, kwargs, options in calls:
+            task = self.tasks.get(name)
+            if task is not None and task.typing:
+                task.check_arguments(args, kwargs)
+            _, envelope, route = publisher.build(name, args, kwargs, task_type=task, **options)
+            envelopes.append(envelope)
+            queues[route.queue.name] = route.queue
+        publisher.publish(envelopes, list(queues.values()))
+
     def signature(self, *args: Any, **kwargs: Any) -> Signature[Any]:
         kwargs.setdefault("app", self)
         return Signature(*args, **kwargs)
@@ -445,7 +474,9 @@ class Celery:
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:
         return AsyncResult(task_id, app=self, **kwargs)
 
-    def GroupResult(self, group_id: str, results: Any = None, **kwargs: Any) -> GroupResult:
+    def GroupResult(
+        self, group_id: str, results: Iterable[ResultBase] | None = None, **kwargs: Any
+    ) -> GroupResult:
         return GroupResult(group_id, results, app=self, **kwargs)
 
     @property
@@ -459,14 +490,12 @@ class Celery:
         )
 
     def set_current(self) -> None:
-        _state.set_current_app(self)
+        current.set_current_app(self)
 
     def set_default(self) -> None:
-        _state.set_current_app(self)
+        current.set_current_app(self)
 
-    def now(self) -> Any:
-        import datetime as dt
-
+    def now(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
 
     def worker_main(self, argv: Sequence[str] | None = None) -> None:
@@ -530,17 +559,17 @@ def shared_task(
 ) -> Callable[[Callable[P, R]], BaseTask[P, R]]: ...
 
 
-def shared_task(*args: Any, bind: bool = False, **options: Any) -> Any:
+def shared_task(*args: Callable[..., Any], bind: bool = False, **options: Any) -> Any:
     """Like ``app.task``, for reusable apps: the task is created in every app.
 
     Returns a proxy that resolves to the task of the current app when used.
     """
 
-    def create(fun: Callable[..., Any]) -> Any:
-        def adopt(app: Celery) -> Any:
+    def create(fun: Callable[..., Any]) -> SharedTask:
+        def adopt(app: Celery) -> AnyTask:
             return app._task_from_fun(fun, bind=bind, **options)
 
-        _state.connect_on_app_finalize(adopt)
+        current.connect_on_app_finalize(adopt)
         return SharedTask(fun, options.get("name"), adopt)
 
     if len(args) == 1 and callable(args[0]):
@@ -552,7 +581,7 @@ class SharedTask:
     """Stands for a shared task; attributes and calls go to the current app's task."""
 
     def __init__(
-        self, fun: Callable[..., Any], name: str | None, adopt: Callable[[Celery], Any]
+        self, fun: Callable[..., Any], name: str | None, adopt: Callable[[Celery], AnyTask]
     ) -> None:
         self.__wrapped__ = fun
         self._name = name
@@ -561,8 +590,8 @@ class SharedTask:
         self.__name__ = fun.__name__
         self.__module__ = fun.__module__
 
-    def _task(self) -> Any:
-        app = _state.get_current_app()
+    def _task(self) -> AnyTask:
+        app = current.get_current_app()
         name = self._name or app.gen_task_name(self.__wrapped__.__name__, self.__module__)
         task = app.tasks.get(name)
         if task is None:

@@ -45,9 +45,7 @@ def register(app: Celery) -> None:
 
     @app.task(name="celery.backend_cleanup")
     def backend_cleanup() -> None:
-        cleanup = getattr(app.backend, "cleanup", None)
-        if cleanup is not None:
-            cleanup()
+        app.backend.cleanup()
 
     @app.task(
         name="celery.chord_unlock",

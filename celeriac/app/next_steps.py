@@ -21,7 +21,7 @@ from celeriac.app.task import Context
 from celeriac.canvas import workflows
 from celeriac.canvas.signature import Signature
 from celeriac.exceptions import ChordError
-from celeriac.protocol.results import build_meta, exception_from_dict, exception_to_dict
+from celeriac.protocol.results import Meta, build_meta, exception_from_dict, exception_to_dict
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
@@ -55,7 +55,7 @@ class NextSteps:
         chord: Mapping[str, Any],
         group_id: str,
         index: int,
-        meta: Mapping[str, Any],
+        meta: Meta,
         parent_id: str | None,
     ) -> None:
         """Count one finished header member; the call that completes the header goes on."""

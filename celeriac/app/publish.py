@@ -398,9 +398,7 @@ class Publisher:
     def _declare_reply_queue(self) -> None:
         # RabbitMQ drops a reply routed to no queue, so the rpc:// backend declares its reply
         # queue before the first task goes out (as Celery's ``on_task_call``).
-        declare = getattr(self.app.backend, "declare_reply_queue", None)
-        if declare is not None:
-            declare()
+        self.app.backend.declare_reply_queue()
         self._reply_queue_pending = False
 
     def _send(

@@ -16,7 +16,7 @@ import datetime as dt
 import inspect
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, ParamSpec, TypeVar
 
 from celeriac import _state, states
 from celeriac.canvas.signature import Signature
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+#: ``link`` and ``link_error``: a signature, or a list of them.
+Links = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
 
 class Context:
@@ -179,9 +181,9 @@ class Task(Generic[P, R]):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         task_id: str | None = None,
-        producer: Any = None,
-        link: Any = None,
-        link_error: Any = None,
+        producer: object = None,
+        link: Links = None,
+        link_error: Links = None,
         shadow: str | None = None,
         **options: Any,
     ) -> AsyncResult:
@@ -235,8 +237,8 @@ class Task(Generic[P, R]):
         self,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        link: Any = None,
-        link_error: Any = None,
+        link: Links = None,
+        link_error: Links = None,
         task_id: str | None = None,
         retries: int | None = None,
         throw: bool | None = None,
@@ -332,7 +334,7 @@ class Task(Generic[P, R]):
             )
         if countdown is None and eta is None:
             countdown = self.default_retry_delay
-        when: Any = eta or countdown
+        when = eta or countdown
         sig = self.signature_from_request(
             request,
             args,
@@ -391,7 +393,7 @@ class Task(Generic[P, R]):
         self,
         task_id: str | None = None,
         state: str | None = None,
-        meta: Any = None,
+        meta: object = None,
         **kwargs: Any,
     ) -> None:
         """Store a custom state (for progress reporting) for this or another task."""
@@ -407,7 +409,7 @@ class Task(Generic[P, R]):
         extra = {"reply_to": reply_to} if reply_to and needs_reply_to else None
         backend.store([build_meta(task_id, state or states.PENDING, meta, extra=extra)])
 
-    def replace(self, sig: Signature[Any]) -> Any:
+    def replace(self, sig: Signature[Any]) -> NoReturn:
         """Replace this task with ``sig``; callbacks and chain move to the replacement."""
         from celeriac.canvas.workflows import chord, group
         from celeriac.exceptions import Ignore
@@ -481,7 +483,7 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<@task: {self.name} of {self.app.main if hasattr(self, 'app') else '?'}>"
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[Callable[[str], _state.RegisteredTask], tuple[str]]:
         # Tasks travel (e.g. in pickled args) by name and are looked up in the current app.
         return (_task_by_name, (self.name,))
 
@@ -501,6 +503,5 @@ def _positional_bounds(signature: inspect.Signature) -> tuple[float, float]:
     return low, high
 
 
-def _task_by_name(name: str) -> Task[Any, Any]:
-    task: Task[Any, Any] = _state.get_current_app().tasks[name]
-    return task
+def _task_by_name(name: str) -> _state.RegisteredTask:
+    return _state.get_current_app().tasks[name]

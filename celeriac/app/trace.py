@@ -24,7 +24,7 @@ from celeriac.app.next_steps import NextSteps
 from celeriac.app.task import Context, Task
 from celeriac.exceptions import Ignore, Reject, Retry
 from celeriac.protocol.message import safe_repr
-from celeriac.protocol.results import build_meta, exception_to_dict
+from celeriac.protocol.results import Meta, build_meta, exception_to_dict
 
 if TYPE_CHECKING:
     import asyncio
@@ -65,7 +65,7 @@ class Outcome:
 _FAILURE_KEEPS = ("reply_to", "parent_id", "group_id")
 
 
-def store_results(backend: ResultBackend, metas: list[dict[str, Any]]) -> None:
+def store_results(backend: ResultBackend, metas: list[Meta]) -> None:
     """Store result metas in one backend call, never raising into the caller.
 
     A result the serializer cannot encode is stored as the task's failure (as Celery does)
@@ -79,7 +79,7 @@ def store_results(backend: ResultBackend, metas: list[dict[str, Any]]) -> None:
         logger.error("Cannot store %d task result(s) in %s: %s", len(metas), backend.url, exc)
 
 
-def _store_each(backend: ResultBackend, metas: list[dict[str, Any]]) -> None:
+def _store_each(backend: ResultBackend, metas: list[Meta]) -> None:
     for meta in metas:
         try:
             backend.store([meta])
@@ -96,7 +96,7 @@ def _store_each(backend: ResultBackend, metas: list[dict[str, Any]]) -> None:
             states.FAILURE,
             exception_to_dict(error),
             f"{type(error).__name__}: {error}",
-            extra={key: meta[key] for key in _FAILURE_KEEPS if key in meta},
+            extra={key: meta.get(key) for key in _FAILURE_KEEPS if key in meta},
         )
         try:
             backend.store([failure])
@@ -108,7 +108,7 @@ class ResultSink(Protocol):
     """Where a run hands the result metas to store: at once (:class:`StoreAtOnce`), or
     gathered for one backend call per batch (the worker's ``BatchingSink``)."""
 
-    def add(self, meta: dict[str, Any]) -> None: ...
+    def add(self, meta: Meta) -> None: ...
 
     def flush(self) -> None:
         """Store what was added before returning: a STARTED state while the task runs, a
@@ -123,7 +123,7 @@ class StoreAtOnce:
     def __init__(self, backend: ResultBackend) -> None:
         self.backend = backend
 
-    def add(self, meta: dict[str, Any]) -> None:
+    def add(self, meta: Meta) -> None:
         store_results(self.backend, [meta])
 
     def flush(self) -> None:
@@ -323,11 +323,13 @@ class TaskRunner:
         if context.chord:
             if sink is not None:
                 sink.flush()  # members must be stored before the body can read them
-            self._chord_part(context, meta or {})
+            self._chord_part(context, meta)
 
-    def _chord_part(self, context: Context, meta: Mapping[str, Any]) -> None:
+    def _chord_part(self, context: Context, meta: Meta | None) -> None:
         if context.chord and context.group:
-            member_meta = dict(meta) or build_meta(context.id or "", states.SUCCESS, None)
+            member_meta = (
+                meta.copy() if meta else build_meta(context.id or "", states.SUCCESS, None)
+            )
             self.next_steps.count_chord_member(
                 context.chord, context.group, context.group_index or 0, member_meta, context.id
             )

@@ -7,11 +7,17 @@ backend. The error is a :class:`NotImplementedError`, as in Celery, so existing
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
+from celeriac.backends.base import (
+    BackendCapabilities,
+    BackendOptions,
+    ChordMember,
+    ResultBackend,
+)
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.protocol.results import Meta
 
 NO_BACKEND_MESSAGE = (
     "No result backend is configured. Set result_backend (for example "
@@ -24,7 +30,7 @@ class ResultBackendDisabled(ImproperlyConfigured, NotImplementedError):
     """A result was read, waited for or saved while no result backend is configured."""
 
 
-class DisabledBackend:
+class DisabledBackend(ResultBackend):
     capabilities = BackendCapabilities(enabled=False)
 
     def __init__(self, url: str = "disabled://", options: BackendOptions | None = None) -> None:
@@ -35,7 +41,7 @@ class DisabledBackend:
     def _refuse() -> NoReturn:
         raise ResultBackendDisabled(NO_BACKEND_MESSAGE)
 
-    def store(self, metas: Sequence[Mapping[str, Any]]) -> None:
+    def store(self, metas: Sequence[Meta]) -> None:
         """Results are dropped: nothing could read them."""
 
     def get(self, task_ids: Sequence[str]) -> list[Meta | None]:
@@ -57,8 +63,8 @@ class DisabledBackend:
         """Nothing is stored, so nothing to forget."""
 
     def chord_part_return(
-        self, group_id: str, size: int, index: int, meta: Mapping[str, Any]
-    ) -> list[Meta] | None:
+        self, group_id: str, size: int, index: int, meta: Meta
+    ) -> list[ChordMember] | None:
         self._refuse()
 
     def close(self) -> None:

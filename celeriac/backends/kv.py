@@ -18,14 +18,19 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from celeriac import states
-from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
+from celeriac.backends.base import (
+    BackendCapabilities,
+    BackendOptions,
+    ChordMember,
+    ResultBackend,
+)
 from celeriac.exceptions import BackendStoreError, TimeoutError
 from celeriac.protocol import serializers
-from celeriac.protocol.results import exception_to_dict, loads_result
+from celeriac.protocol.results import Meta, exception_to_dict, loads_result
 
 #: ``celery-task-meta-<task_id>``: one task's meta.
 TASK_KEY_PREFIX = "celery-task-meta-"
@@ -48,7 +53,7 @@ class MetaCodec:
     def encode(self, value: Any) -> bytes:
         return self._dumps(value)
 
-    def encode_meta(self, meta: Mapping[str, Any]) -> bytes:
+    def encode_meta(self, meta: Meta) -> bytes:
         """A task's meta; one whose result is over ``result_max_size`` is stored as a
         FAILURE that says so, instead of the result."""
         data = self._dumps(dict(meta))
@@ -57,8 +62,13 @@ class MetaCodec:
         error = BackendStoreError(
             f"result of {len(data):,} bytes is over result_max_size ({self._max:,})"
         )
-        failed = {**meta, "status": states.FAILURE, "result": exception_to_dict(error)}
-        return self._dumps({**failed, "traceback": f"BackendStoreError: {error}"})
+        failed: Meta = {
+            **meta,
+            "status": states.FAILURE,
+            "result": exception_to_dict(error),
+            "traceback": f"BackendStoreError: {error}",
+        }
+        return self._dumps(failed)
 
     def decode(self, data: bytes, content_type: str | None = None) -> Any:
         """Decode ``data``, written as ``content_type`` (default: the configured one)."""
@@ -71,7 +81,7 @@ def may_overwrite(stored_status: str | None) -> bool:
 
 
 def wait_until_ready(
-    fetch: Callable[[Sequence[str]], Sequence[Mapping[str, Any] | None]],
+    fetch: Callable[[Sequence[str]], Sequence[Meta | None]],
     task_ids: Sequence[str],
     timeout: float | None,
     interval: float,
@@ -92,7 +102,7 @@ def wait_until_ready(
     while True:
         for task_id, meta in zip(pending, fetch(pending), strict=True):
             if meta is not None and meta.get("status") in states.READY_STATES:
-                ready[task_id] = dict(meta)
+                ready[task_id] = meta.copy()
         pending = [task_id for task_id in pending if task_id not in ready]
         if not pending:
             return [ready[task_id] for task_id in task_ids]
@@ -114,7 +124,7 @@ def _sleep(seconds: float | None) -> None:
     time.sleep(seconds)
 
 
-class KeyValueBackend:
+class KeyValueBackend(ResultBackend):
     """A result backend over a store of bytes by key, using Celery's key names.
 
     Subclasses implement :meth:`_read`, :meth:`_write`, :meth:`_delete` and
@@ -148,7 +158,7 @@ class KeyValueBackend:
 
     # -- the interface ---------------------------------------------------------------
 
-    def store(self, metas: Sequence[Mapping[str, Any]]) -> None:
+    def store(self, metas: Sequence[Meta]) -> None:
         if not metas:
             return
         keys = [TASK_KEY_PREFIX + meta["task_id"] for meta in metas]
@@ -191,8 +201,8 @@ class KeyValueBackend:
         self._delete([GROUP_KEY_PREFIX + group_id])
 
     def chord_part_return(
-        self, group_id: str, size: int, index: int, meta: Mapping[str, Any]
-    ) -> list[Meta] | None:
+        self, group_id: str, size: int, index: int, meta: Meta
+    ) -> list[ChordMember] | None:
         raise NotImplementedError
 
     def close(self) -> None:

@@ -13,11 +13,11 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
+from celeriac.backends.base import BackendCapabilities, BackendOptions, ChordMember
 from celeriac.backends.kv import KeyValueBackend, wait_until_ready
+from celeriac.protocol.results import Meta
 
 
 class _SharedStore:
@@ -64,7 +64,7 @@ def _shared_store(url: str) -> _SharedStore:
 
 
 class MemoryBackend(KeyValueBackend):
-    capabilities = BackendCapabilities(enabled=True, cross_process=False, push=True)
+    capabilities = BackendCapabilities(enabled=True, cross_process=False)
 
     def __init__(self, url: str = "memory://", options: BackendOptions | None = None) -> None:
         super().__init__(url, options or BackendOptions())
@@ -109,8 +109,8 @@ class MemoryBackend(KeyValueBackend):
             return wait_until_ready(self.get, task_ids, timeout, math.inf, self._store.changed.wait)
 
     def chord_part_return(
-        self, group_id: str, size: int, index: int, meta: Mapping[str, Any]
-    ) -> list[Meta] | None:
+        self, group_id: str, size: int, index: int, meta: Meta
+    ) -> list[ChordMember] | None:
         store = self._store
         with store.changed:
             if group_id in store.chords_done:

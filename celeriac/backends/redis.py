@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 import redis
 
 from celeriac import states
-from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
+from celeriac.backends.base import BackendCapabilities, BackendOptions, ChordMember
 from celeriac.backends.kv import GROUP_KEY_PREFIX, TASK_KEY_PREFIX, KeyValueBackend
 from celeriac.exceptions import TimeoutError
+from celeriac.protocol.results import Meta
 from celeriac.wire.redis.commands import Arg, PooledWire
 from celeriac.wire.redis.connection import call_with_retry, connection_pool
 from celeriac.wire.redis.pubsub import Subscriber, text
@@ -105,7 +106,7 @@ def key_prefix(transport_options: Mapping[str, Any]) -> str:
 class RedisBackend(KeyValueBackend):
     """Celery-compatible results in Redis."""
 
-    capabilities = BackendCapabilities(enabled=True, cross_process=True, push=True)
+    capabilities = BackendCapabilities(enabled=True, cross_process=True)
 
     def __init__(self, url: str, options: BackendOptions | None = None) -> None:
         super().__init__(url, options or BackendOptions())
@@ -159,7 +160,7 @@ class RedisBackend(KeyValueBackend):
 
     # -- the interface -----------------------------------------------------------------
 
-    def store(self, metas: Sequence[Mapping[str, Any]]) -> None:
+    def store(self, metas: Sequence[Meta]) -> None:
         if not metas:
             return
         codec = self._script_codec
@@ -179,8 +180,8 @@ class RedisBackend(KeyValueBackend):
         return self._call("wait", lambda: self._wait(task_ids, deadline, timeout))
 
     def chord_part_return(
-        self, group_id: str, size: int, index: int, meta: Mapping[str, Any]
-    ) -> list[Meta] | None:
+        self, group_id: str, size: int, index: int, meta: Meta
+    ) -> list[ChordMember] | None:
         group_key = self._prefix + GROUP_KEY_PREFIX + group_id
         task_id = str(meta.get("task_id") or "")
         member = self.codec.encode([1, task_id, meta.get("status"), meta.get("result")])
@@ -194,7 +195,7 @@ class RedisBackend(KeyValueBackend):
         )
         if not members:
             return None
-        joined: list[Meta] = []
+        joined: list[ChordMember] = []
         for data in members:
             _, member_id, status, result = self.codec.decode(data)
             joined.append({"task_id": member_id, "status": status, "result": result})
@@ -253,7 +254,7 @@ class RedisBackend(KeyValueBackend):
                 f"The operation timed out: {len(unique) - len(ready)} of {len(unique)} "
                 f"results not ready after {timeout} s"
             )
-        return [dict(ready[task_id]) for task_id in task_ids]
+        return [ready[task_id].copy() for task_id in task_ids]
 
     def _subscriber(self) -> Subscriber:
         """This thread's subscriber, kept between waits (a new one after fork or a lost

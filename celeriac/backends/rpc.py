@@ -12,9 +12,9 @@ takes the messages off its reply queue (named by its oid: auto-delete, ``x-expir
 * a meta without ``reply_to`` has nobody to go to and is dropped, as in Celery;
 * groups cannot be saved and chords cannot join, as in Celery: those need a result store.
 
-The broker connection comes from ``BackendOptions.transport_factory`` (the app's
-``create_transport``), because backends do not import the transports; what this backend
-needs of it is :class:`~celeriac.wire.queues.BrokerConnection`. A process uses two
+The broker connection comes from ``transport_factory`` (the app's ``create_transport``),
+because backends do not import the transports; what this backend needs of it is
+:class:`~celeriac.wire.queues.BrokerConnection`. A process uses two
 connections at most: one to publish replies (workers) and one to read them (clients).
 """
 
@@ -28,22 +28,27 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from celeriac import states
-from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
+from celeriac.backends.base import (
+    BackendCapabilities,
+    BackendOptions,
+    ChordMember,
+    ResultBackend,
+)
 from celeriac.backends.kv import may_overwrite
 from celeriac.exceptions import ImproperlyConfigured, InvalidMessageError, TimeoutError
 from celeriac.protocol import compression, serializers
 from celeriac.protocol.message import Envelope
-from celeriac.protocol.results import loads_result
+from celeriac.protocol.results import Meta, loads_result
 from celeriac.wire.queues import BrokerConnection, QueueSpec
 
 logger = logging.getLogger("celeriac.backends.rpc")
 
 NO_BROKER_MESSAGE = (
     "The rpc:// result backend sends results through the broker, so it is made by an app "
-    "(app.backend), which passes its broker connection as BackendOptions.transport_factory."
+    "(app.backend), which passes its broker connection as transport_factory."
 )
 NO_GROUPS_MESSAGE = (
     "The rpc:// result backend cannot store groups (as in Celery): use a result store such "
@@ -112,24 +117,33 @@ class _Link:
                 transport.close()
 
 
-class RPCBackend:
+class RPCBackend(ResultBackend):
     capabilities = BackendCapabilities(
-        enabled=True,
-        cross_process=True,
-        push=True,
-        needs_reply_to=True,
-        groups=False,
-        chords=False,
+        enabled=True, cross_process=True, needs_reply_to=True, chords=False
     )
 
-    def __init__(self, url: str = "rpc://", options: BackendOptions | None = None) -> None:
+    def __init__(
+        self,
+        url: str = "rpc://",
+        options: BackendOptions | None = None,
+        *,
+        transport_factory: Callable[[], BrokerConnection] | None = None,
+        oid: str | None = None,
+    ) -> None:
+        """A backend on the broker that ``transport_factory`` connects to.
+
+        Args:
+            transport_factory: Opens a broker connection (the app's ``create_transport``).
+            oid: This client's id (the app's ``oid``, sent as every task message's
+                ``reply_to``): the name of the queue replies come to; a new one if None.
+        """
         options = options or BackendOptions()
-        if options.transport_factory is None:
+        if transport_factory is None:
             raise ImproperlyConfigured(NO_BROKER_MESSAGE)
         self.url = url
         self.options = options
-        #: The client id whose queue this backend reads (the app's oid).
-        self.oid = options.oid or str(uuid.uuid4())
+        #: The client id whose queue this backend reads.
+        self.oid = oid or str(uuid.uuid4())
         serializer = serializers.get(options.serializer)
         self._dumps = serializer.dumps
         self._content_type = serializer.content_type
@@ -138,9 +152,9 @@ class RPCBackend:
         expires = options.expires
         self._queue_arguments = {"x-expires": max(1, int(expires * 1000))} if expires else {}
         self.reply_queue = _reply_queue(self.oid, self._queue_arguments)
-        self._producer = _Link(options.transport_factory)
+        self._producer = _Link(transport_factory)
         self._producer_lock = threading.Lock()
-        self._consumer = _Link(options.transport_factory)
+        self._consumer = _Link(transport_factory)
         # Guards the metas below and who reads the broker. Not reentrant: ``_drain``
         # releases it once around the broker call.
         self._changed = threading.Condition(threading.Lock())
@@ -152,7 +166,7 @@ class RPCBackend:
 
     # -- the worker's side -------------------------------------------------------------
 
-    def store(self, metas: Sequence[Mapping[str, Any]]) -> None:
+    def store(self, metas: Sequence[Meta]) -> None:
         """Send each meta to the reply queue its ``reply_to`` names, in one publish."""
         replies = [self._reply(meta) for meta in metas if meta.get("reply_to")]
         if not replies:
@@ -170,8 +184,8 @@ class RPCBackend:
                 link.drop()
                 raise
 
-    def _reply(self, meta: Mapping[str, Any]) -> Envelope:
-        payload = dict(meta)
+    def _reply(self, meta: Meta) -> Envelope:
+        payload = meta.copy()
         reply_to = payload.pop("reply_to")
         properties = {
             "correlation_id": payload["task_id"],
@@ -224,7 +238,7 @@ class RPCBackend:
                 pending = [task_id for task_id in pending if not self._is_ready(task_id)]
                 if not pending:  # every meta is there now
                     taken = [self._take(task_id) for task_id in task_ids]
-                    return [dict(meta) for meta in taken if meta is not None]
+                    return [meta.copy() for meta in taken if meta is not None]
                 slice_ = _WAIT_SLICE
                 if deadline is not None:
                     slice_ = min(slice_, deadline - time.monotonic())
@@ -307,9 +321,10 @@ class RPCBackend:
         compressed_with = envelope.headers.get("compression") if envelope.headers else None
         if compressed_with:
             body = compression.decompress(body, compressed_with)
-        meta = loads_result(body, envelope.content_type, self._accept)
-        if not isinstance(meta, dict):
-            raise InvalidMessageError(f"reply is not a result meta: {type(meta).__name__}")
+        decoded = loads_result(body, envelope.content_type, self._accept)
+        if not isinstance(decoded, dict):
+            raise InvalidMessageError(f"reply is not a result meta: {type(decoded).__name__}")
+        meta = cast(Meta, decoded)  # a peer's meta, read as Celery's format
         # The property first, as Celery reads it; very old peers only had the field.
         task_id = envelope.properties.get("correlation_id") or meta.get("task_id")
         if not task_id:
@@ -353,8 +368,8 @@ class RPCBackend:
         _refuse(NO_GROUPS_MESSAGE)
 
     def chord_part_return(
-        self, group_id: str, size: int, index: int, meta: Mapping[str, Any]
-    ) -> list[Meta] | None:
+        self, group_id: str, size: int, index: int, meta: Meta
+    ) -> list[ChordMember] | None:
         _refuse(NO_CHORDS_MESSAGE)
 
     def close(self) -> None:
@@ -368,7 +383,7 @@ class RPCBackend:
 
 def _copy(meta: Meta | None) -> Meta | None:
     # Callers may change what they get; the held meta must stay as it arrived.
-    return None if meta is None else dict(meta)
+    return None if meta is None else meta.copy()
 
 
 def _refuse(message: str) -> NoReturn:

@@ -34,13 +34,14 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from celeriac.backends.base import BackendCapabilities, BackendOptions, Meta
+from celeriac.backends.base import BackendCapabilities, BackendOptions, ChordMember, ResultBackend
 from celeriac.backends.kv import MetaCodec, wait_until_ready
 from celeriac.exceptions import ImproperlyConfigured
+from celeriac.protocol.results import Meta
 from celeriac.wire.sqlite import abandon_in_forked_child, connect, database_path
 
 _SCHEMA = """
@@ -153,8 +154,8 @@ def _abandon_inherited_connections() -> None:
 os.register_at_fork(after_in_child=_abandon_inherited_connections)
 
 
-class SQLiteBackend:
-    capabilities = BackendCapabilities(enabled=True, cross_process=True, push=False)
+class SQLiteBackend(ResultBackend):
+    capabilities = BackendCapabilities(enabled=True, cross_process=True)
 
     def __init__(self, url: str, options: BackendOptions | None = None) -> None:
         self.url = url
@@ -227,7 +228,7 @@ class SQLiteBackend:
 
     # -- task results ----------------------------------------------------------------
 
-    def store(self, metas: Sequence[Mapping[str, Any]]) -> None:
+    def store(self, metas: Sequence[Meta]) -> None:
         if not metas:
             return
         now = time.time()
@@ -332,8 +333,8 @@ class SQLiteBackend:
             connection.execute("DELETE FROM celeriac_groupmeta WHERE group_id = ?", (group_id,))
 
     def chord_part_return(
-        self, group_id: str, size: int, index: int, meta: Mapping[str, Any]
-    ) -> list[Meta] | None:
+        self, group_id: str, size: int, index: int, meta: Meta
+    ) -> list[ChordMember] | None:
         now = time.time()
         expires_at = self._expiry(now)
         with self._transaction() as connection:

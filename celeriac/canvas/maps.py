@@ -9,20 +9,18 @@ for every item inside one worker process; ``chunks`` splits the items into a gro
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from celeriac._state import App
 from celeriac.canvas import workflows
 from celeriac.canvas.signature import Signature
-
-if TYPE_CHECKING:
-    from celeriac.app.base import Celery
 
 
 class _basemap(Signature[Any]):
     task_name = ""
 
     def __init__(
-        self, task: Any, it: Iterable[Any], app: Celery | None = None, **options: Any
+        self, task: Mapping[str, Any], it: Iterable[Any], app: App | None = None, **options: Any
     ) -> None:
         sig = Signature.from_dict(task, app=app)
         super().__init__(
@@ -31,7 +29,7 @@ class _basemap(Signature[Any]):
             {"task": sig, "it": list(it)},
             options=options,
             immutable=True,
-            app=app or getattr(sig, "_app", None),
+            app=app or sig._app,
         )
 
 
@@ -51,7 +49,12 @@ class chunks(Signature[Any]):
     """Split ``it`` into chunks of ``n`` items, each chunk one ``celery.starmap`` task."""
 
     def __init__(
-        self, task: Any, it: Iterable[Any], n: int, app: Celery | None = None, **options: Any
+        self,
+        task: Mapping[str, Any],
+        it: Iterable[Any],
+        n: int,
+        app: App | None = None,
+        **options: Any,
     ) -> None:
         sig = Signature.from_dict(task, app=app)
         super().__init__(
@@ -60,7 +63,7 @@ class chunks(Signature[Any]):
             {"task": sig, "it": list(it), "n": n},
             options=options,
             immutable=True,
-            app=app or getattr(sig, "_app", None),
+            app=app or sig._app,
         )
 
     def group(self) -> workflows.group:

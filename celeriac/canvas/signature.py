@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from celeriac import _state
+from celeriac._state import App, RegisteredTask
 
 if TYPE_CHECKING:
-    from celeriac.app.base import Celery
-    from celeriac.app.task import Task
+    from celeriac.result import ResultBase
 
 R = TypeVar("R")
 
@@ -27,17 +27,21 @@ class Signature(dict[str, Any], Generic[R]):
 
     #: Registered here by subclasses so that ``from_dict`` rebuilds the right class.
     TYPES: dict[str, type[Signature[Any]]] = {}
+    #: The app given, if any (else the task's, else the current one: see :attr:`app`).
+    _app: App | None = None
+    #: The task called, once known.
+    _type: RegisteredTask | None = None
 
     def __init__(
         self,
-        task: str | Task[Any, Any] | Mapping[str, Any] | None = None,
+        task: str | RegisteredTask | Mapping[str, Any] | None = None,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
-        type: Task[Any, Any] | None = None,
+        type: RegisteredTask | None = None,
         subtask_type: str | None = None,
         immutable: bool = False,
-        app: Celery | None = None,
+        app: App | None = None,
         **extra_options: Any,
     ) -> None:
         self._app = app
@@ -100,24 +104,22 @@ class Signature(dict[str, Any], Generic[R]):
         return self.options.get("task_id")
 
     @property
-    def app(self) -> Celery:
-        app = getattr(self, "_app", None)
-        if app is None:
-            type_ = getattr(self, "_type", None)
-            app = type_.app if type_ is not None else _state.get_current_app()
-        return app
+    def app(self) -> App:
+        if self._app is not None:
+            return self._app
+        if self._type is not None:
+            return self._type.app
+        return _state.get_current_app()
 
     @property
-    def type(self) -> Task[Any, Any]:
+    def type(self) -> RegisteredTask:
         """The registered task this signature calls."""
-        found = getattr(self, "_type", None)
-        if found is None:
-            found = self._type = self.app.tasks[self.task]
-        task: Task[Any, Any] = found
-        return task
+        if self._type is None:
+            self._type = self.app.tasks[self.task]
+        return self._type
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], app: Celery | None = None) -> Signature[Any]:
+    def from_dict(cls, data: Mapping[str, Any], app: App | None = None) -> Signature[Any]:
         """Rebuild a signature (or chain/group/chord) from its wire dict."""
         if isinstance(data, Signature):
             return data
@@ -126,7 +128,7 @@ class Signature(dict[str, Any], Generic[R]):
         return target._from_wire(dict(data), app)
 
     @classmethod
-    def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
+    def _from_wire(cls, data: dict[str, Any], app: App | None) -> Signature[Any]:
         sig: Signature[Any] = Signature(data, app=app)
         return sig
 
@@ -157,13 +159,10 @@ class Signature(dict[str, Any], Generic[R]):
             return self.app.send_task(self.task, merged_args, merged_kwargs, **merged_options)
         return task.apply_async(merged_args, merged_kwargs, **merged_options)
 
-    def _registered(self) -> Task[Any, Any] | None:
-        found = getattr(self, "_type", None)
-        if found is None:
-            found = self.app.tasks.get(self.task)
-            if found is not None:
-                self._type = found
-        return found
+    def _registered(self) -> RegisteredTask | None:
+        if self._type is None:
+            self._type = self.app.tasks.get(self.task)
+        return self._type
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
@@ -189,16 +188,15 @@ class Signature(dict[str, Any], Generic[R]):
         **options: Any,
     ) -> Signature[R]:
         data = copy.deepcopy(dict(self))
-        sig = type(self).from_dict(data, app=getattr(self, "_app", None))
+        sig = type(self).from_dict(data, app=self._app)
         if not self.immutable:  # as when applied: an immutable signature keeps its arguments
             if args:
                 sig["args"] = tuple(args) + sig.args
             if kwargs:
                 sig["kwargs"] = {**sig.kwargs, **kwargs}
         sig.options.update(options)
-        found = getattr(self, "_type", None)
-        if found is not None:
-            sig._type = found
+        if self._type is not None:
+            sig._type = self._type
         return sig
 
     partial = clone
@@ -212,7 +210,9 @@ class Signature(dict[str, Any], Generic[R]):
     def set_immutable(self, immutable: bool) -> None:
         self.immutable = immutable
 
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
+    def freeze(
+        self, _id: str | None = None, group_id: str | None = None, **_: object
+    ) -> ResultBase:
         """Assign the task id now, so a result can be held before sending."""
         options = self.options
         if _id is not None:
@@ -245,12 +245,11 @@ class Signature(dict[str, Any], Generic[R]):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Signature[R]:
         clone = type(self).from_dict(copy.deepcopy(dict(self), memo))
-        found = getattr(self, "_type", None)
-        if found is not None:
-            clone._type = found
+        if self._type is not None:
+            clone._type = self._type
         return clone
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> tuple[Callable[[Mapping[str, Any]], Signature[Any]], tuple[object]]:
         return (Signature.from_dict, (dict(self),))
 
     def __repr__(self) -> str:
@@ -260,7 +259,9 @@ class Signature(dict[str, Any], Generic[R]):
         return f"{prefix}{self.task}({', '.join(parts)})"
 
 
-def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature[Any]:
+def signature(
+    varies: str | RegisteredTask | Mapping[str, Any], *args: Any, **kwargs: Any
+) -> Signature[Any]:
     """``signature('name', args, kwargs, options)`` or ``signature(dict)``."""
     if isinstance(varies, Mapping) and not args and not kwargs:
         return Signature.from_dict(varies, app=None)
@@ -270,7 +271,9 @@ def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature[Any]:
 subtask = signature
 
 
-def maybe_signature(value: Any, app: Celery | None = None) -> Signature[Any] | None:
+def maybe_signature(
+    value: Mapping[str, Any] | None, app: App | None = None
+) -> Signature[Any] | None:
     if value is None:
         return None
     if isinstance(value, Signature):

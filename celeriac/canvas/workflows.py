@@ -23,31 +23,32 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from celeriac import _state
+from celeriac._state import App, TaskCall
 from celeriac.canvas.signature import Signature
 from celeriac.exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
-    from celeriac.app.base import Celery
-    from celeriac.result import AsyncResult, ResultBase
+    from celeriac.result import ResultBase
 
 #: Options that follow a workflow's result rather than its first task.
 RESULT_OPTIONS = ("group_id", "group_index", "chord", "link")
 
 
-def _tasks_of(tasks: tuple[Any, ...], app: Celery | None = None) -> list[Signature[Any]]:
+def _tasks_of(tasks: tuple[Any, ...], app: App | None = None) -> list[Signature[Any]]:
     """``f(a, b)``, ``f([a, b])`` and ``f(generator)`` all mean the tasks a and b."""
     if len(tasks) == 1 and not isinstance(tasks[0], Mapping) and isinstance(tasks[0], Iterable):
         tasks = tuple(tasks[0])
     return [Signature.from_dict(task, app=app) for task in tasks]
 
 
-def _app_of(sigs: Sequence[Signature[Any]], app: Celery | None) -> Celery | None:
+def _app_of(sigs: Sequence[Signature[Any]], app: App | None) -> App | None:
     if app is not None:
         return app
     for sig in sigs:
-        found = getattr(sig, "_app", None) or getattr(getattr(sig, "_type", None), "app", None)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
+        if sig._app is not None:
+            return sig._app
+        if sig._type is not None:
+            return sig._type.app
     return None
 
 
@@ -71,7 +72,7 @@ class _TaskList(Signature[Any]):
     TASK_NAME = ""
     SUBTASK_TYPE = ""
 
-    def __init__(self, *tasks: Any, app: Celery | None = None, **options: Any) -> None:
+    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
         members = _tasks_of(tasks, app)
         super().__init__(
             self.TASK_NAME,
@@ -83,7 +84,7 @@ class _TaskList(Signature[Any]):
         )
 
     @classmethod
-    def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
+    def _from_wire(cls, data: dict[str, Any], app: App | None) -> Signature[Any]:
         return cls(*data["kwargs"]["tasks"], app=app, **(data.get("options") or {}))
 
     @property
@@ -109,7 +110,7 @@ class chain(_TaskList):
                 flat.append(step.clone())
         return flat
 
-    def _prepare(self, options: dict[str, Any]) -> tuple[list[Signature[Any]], list[Any]]:
+    def _prepare(self, options: dict[str, Any]) -> tuple[list[Signature[Any]], list[ResultBase]]:
         """The steps to send, with ids and options assigned, and their linked results.
 
         Takes out of ``options`` what goes to particular steps: ``task_id`` (the last
@@ -119,35 +120,29 @@ class chain(_TaskList):
         flat = self._flat_steps()
         if not flat:
             raise ValueError("cannot apply an empty chain")
-        last_id = options.pop("task_id", None)
-        if last_id:
-            flat[-1].options["task_id"] = last_id
-        errbacks = options.pop("link_error", None)
-        for step in flat:
-            for errback in _as_list(errbacks) if errbacks else ():
-                step.link_error(errback)
+        _take_step_options(flat, options)
         continuation = options.pop("chain", None) or ()
         flat += [Signature.from_dict(step, app=self._app) for step in reversed(continuation)]
-        steps: list[Signature[Any]] = []
-        for step in flat:
-            if steps and isinstance(steps[-1], group):
-                # What follows a group receives the group's list: together, a chord.
-                steps[-1] = chord(steps[-1], step, app=self._app)
-            else:
-                steps.append(step)
+        steps = self._with_chords(flat)
         result_options = _split_options(options)
         if result_options:
             steps[-1] = _with_result_options(steps[-1], result_options)
-        results: list[Any] = []
-        for step in steps:
-            result = step.freeze()
-            if results:
-                _oldest(result).parent = results[-1]
-            results.append(result)
+        results = _freeze_in_line(steps)
         root_id = options.pop("root_id", None) or _current_root_id() or _first_id(results[0])
         for step in steps:
             step.options["root_id"] = root_id
         return steps, results
+
+    def _with_chords(self, flat: list[Signature[Any]]) -> list[Signature[Any]]:
+        """The steps, a group and the step after it joined as a chord (which receives the
+        group's list)."""
+        steps: list[Signature[Any]] = []
+        for step in flat:
+            if steps and isinstance(steps[-1], group):
+                steps[-1] = chord(steps[-1], step, app=self._app)
+            else:
+                steps.append(step)
+        return steps
 
     def apply_async(
         self,
@@ -174,7 +169,7 @@ class chain(_TaskList):
     ) -> Any:
         """Run the steps here, one after the other (as Celery does: a failure raises)."""
         options = {**self.options, **options}
-        result: Any = None
+        result: ResultBase | None = None
         for step in self._flat_steps():
             if result is None:
                 step_result = step.apply(args, kwargs, **options)
@@ -187,7 +182,9 @@ class chain(_TaskList):
             raise ValueError("cannot apply an empty chain")
         return result
 
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
+    def freeze(
+        self, _id: str | None = None, group_id: str | None = None, **_: object
+    ) -> ResultBase:
         options = dict(self.options)
         if _id is not None:
             options["task_id"] = _id
@@ -220,6 +217,29 @@ class chain(_TaskList):
         return " | ".join(repr(step) for step in self.tasks)
 
 
+def _take_step_options(steps: list[Signature[Any]], options: dict[str, Any]) -> None:
+    """Move ``task_id`` (the last step's id) and ``link_error`` (every step's) from
+    ``options`` to the steps."""
+    last_id = options.pop("task_id", None)
+    if last_id:
+        steps[-1].options["task_id"] = last_id
+    errbacks = options.pop("link_error", None)
+    for step in steps:
+        for errback in _as_list(errbacks) if errbacks else ():
+            step.link_error(errback)
+
+
+def _freeze_in_line(steps: list[Signature[Any]]) -> list[ResultBase]:
+    """The steps' results, each (through its oldest ancestor) the child of the one before."""
+    results: list[ResultBase] = []
+    for step in steps:
+        result = step.freeze()
+        if results:
+            _oldest(result).parent = results[-1]
+        results.append(result)
+    return results
+
+
 def _current_root_id() -> str | None:
     """Inside a running task, the root of its workflow (which a chain sent from it joins)."""
     task = _state.get_current_task()
@@ -228,7 +248,7 @@ def _current_root_id() -> str | None:
     return task.request.root_id or task.request.id
 
 
-def _first_id(result: Any) -> str:
+def _first_id(result: ResultBase) -> str:
     oldest = _oldest(result)
     members = getattr(oldest, "results", None)
     if members:  # a group: the workflow's root is its first member
@@ -236,7 +256,9 @@ def _first_id(result: Any) -> str:
     return str(oldest.id)
 
 
-def _as_list(value: Any) -> list[Any]:
+def _as_list(
+    value: Mapping[str, Any] | Iterable[Mapping[str, Any]],
+) -> list[Mapping[str, Any]]:
     return [value] if isinstance(value, Mapping) else list(value)
 
 
@@ -291,16 +313,16 @@ class group(_TaskList):
             return as_chord.apply_async(args, kwargs, chain=continuation or None, **options)
         group_id = self._group_id(options)
         app = self.app
-        results: list[Any] = []
-        plain: list[tuple[Signature[Any], dict[str, Any]]] = []
+        results: list[ResultBase] = []
+        plain: list[TaskCall] = []
         for index, member in enumerate(self.tasks):
             member_options = {**options, "group_id": group_id, "group_index": index}
             if type(member) is Signature:
                 results.append(member.freeze())
-                plain.append((member, member_options))
+                plain.append(TaskCall(member.task, *member._merge(args, kwargs, member_options)))
             else:
                 results.append(member.apply_async(args, kwargs, **member_options))
-        self._send_batch(app, plain, args, kwargs)
+        app.send_batch(plain)
         return GroupResult(group_id, results, app=app)
 
     def apply(
@@ -317,31 +339,9 @@ class group(_TaskList):
         results = [member.apply(args, kwargs, **options) for member in self.tasks]
         return GroupResult(group_id, results, app=self.app)
 
-    @staticmethod
-    def _send_batch(
-        app: Celery,
-        members: list[tuple[Signature[Any], dict[str, Any]]],
-        args: Sequence[Any] | None,
-        kwargs: Mapping[str, Any] | None,
-    ) -> None:
-        """Publish plain members in one batch: one round trip to the broker."""
-        if not members:
-            return
-        publisher = app.publisher
-        envelopes, queues = [], {}
-        for member, member_options in members:
-            call_args, call_kwargs, merged = member._merge(args, kwargs, member_options)
-            task = app.tasks.get(member.task)
-            if task is not None and task.typing:
-                task.check_arguments(call_args, call_kwargs)
-            _, envelope, route = publisher.build(
-                member.task, call_args, call_kwargs, task_type=task, **merged
-            )
-            envelopes.append(envelope)
-            queues[route.queue.name] = route.queue
-        publisher.publish(envelopes, list(queues.values()))
-
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
+    def freeze(
+        self, _id: str | None = None, group_id: str | None = None, **_: object
+    ) -> ResultBase:
         from celeriac.result import GroupResult
 
         group_id = _id or self.options.get("task_id") or group_id or str(uuid.uuid4())
@@ -381,7 +381,7 @@ class group(_TaskList):
         return f"group([{', '.join(repr(task) for task in self.tasks)}])"
 
 
-def _flat_members(header: Any, app: Celery | None) -> list[Signature[Any]]:
+def _flat_members(header: Any, app: App | None) -> list[Signature[Any]]:
     """A chord header's members; nested groups are flattened (each member counts once)."""
     members: list[Signature[Any]] = []
     source = header.tasks if isinstance(header, group) else _tasks_of((header,), app)
@@ -397,7 +397,11 @@ class chord(Signature[Any]):
     """Run the header group, then the body with the list of header results."""
 
     def __init__(
-        self, header: Any, body: Any = None, app: Celery | None = None, **options: Any
+        self,
+        header: Any,
+        body: Mapping[str, Any] | None = None,
+        app: App | None = None,
+        **options: Any,
     ) -> None:
         if isinstance(header, Mapping) and not isinstance(header, Signature):
             header = Signature.from_dict(header, app=app)
@@ -416,7 +420,7 @@ class chord(Signature[Any]):
         )
 
     @classmethod
-    def _from_wire(cls, data: dict[str, Any], app: Celery | None) -> Signature[Any]:
+    def _from_wire(cls, data: dict[str, Any], app: App | None) -> Signature[Any]:
         kwargs = data["kwargs"]
         return cls(kwargs["header"], kwargs.get("body"), app=app, **(data.get("options") or {}))
 
@@ -450,10 +454,12 @@ class chord(Signature[Any]):
         sig = self.kwargs["body"] = Signature.from_dict(body, app=self._app)
         return sig
 
-    def __call__(self, body: Any = None, **options: Any) -> Any:
+    def __call__(self, body: Mapping[str, Any] | None = None, **options: Any) -> ResultBase:
         return self.apply_async((), {}, body=body, **options)
 
-    def _prepare(self, body: Any, options: dict[str, Any]) -> tuple[group, Signature[Any], Any]:
+    def _prepare(
+        self, body: Mapping[str, Any] | None, options: dict[str, Any]
+    ) -> tuple[group, Signature[Any], ResultBase]:
         """Header (with its id) and body (with id, size and result options), frozen.
 
         Takes out of ``options`` what belongs to the body: ``task_id`` (the body's id, which
@@ -491,12 +497,13 @@ class chord(Signature[Any]):
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
         route_name: str | None = None,
-        body: Any = None,
+        body: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> AsyncResult:
+    ) -> ResultBase:
         app = self.app
         if app.conf.task_always_eager:
-            return self.apply(args, kwargs, body=body, **options)  # type: ignore[no-any-return]
+            eager: ResultBase = self.apply(args, kwargs, body=body, **options)
+            return eager
         if not app.backend.capabilities.enabled:
             raise ImproperlyConfigured(
                 "a chord needs a result backend to count its header; set result_backend"
@@ -514,18 +521,16 @@ class chord(Signature[Any]):
             body_sig.apply_async(([],), **options)
         else:
             # Celery's workers complete a chord only against a size the client stored
-            # before sending the header (Redis ``.s``); backends without one count alone.
-            set_chord_size = getattr(app.backend, "set_chord_size", None)
-            if set_chord_size is not None:
-                set_chord_size(header.options["task_id"], body_sig["chord_size"])
+            # before sending the header (Redis ``.s``); other backends count alone.
+            app.backend.set_chord_size(header.options["task_id"], body_sig["chord_size"])
             header.apply_async(args, kwargs, chord=dict(body_sig), **options)
-        return body_result  # type: ignore[no-any-return]
+        return body_result
 
     def apply(
         self,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        body: Any = None,
+        body: Mapping[str, Any] | None = None,
         propagate: bool = True,
         **options: Any,
     ) -> Any:
@@ -539,7 +544,9 @@ class chord(Signature[Any]):
         _oldest(result).parent = header_result
         return result
 
-    def freeze(self, _id: str | None = None, group_id: str | None = None, **_: Any) -> Any:
+    def freeze(
+        self, _id: str | None = None, group_id: str | None = None, **_: object
+    ) -> ResultBase:
         options = dict(self.options)
         if _id is not None:
             options["task_id"] = _id

@@ -13,7 +13,7 @@ import builtins
 import datetime as dt
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from celeriac import exceptions, states
 from celeriac.protocol import serializers
@@ -32,6 +32,34 @@ _CELERY_NAMES = {"CeleriacError": "CeleryError"}
 _OWN_NAMES = {celery: own for own, celery in _CELERY_NAMES.items()}
 
 
+class Meta(TypedDict):
+    """A task's stored result: the keys Celery writes, and reads from other writers.
+
+    ``result`` is the return value, or the exception dict of a failure (``RETRY``,
+    ``FAILURE``, ``REVOKED``); ``children`` holds the result tuples of the tasks it sent.
+    A meta written by a Celery peer may carry more keys (stamps); they are kept as read.
+    """
+
+    status: str
+    result: Any
+    traceback: str | None
+    children: list[Any]
+    #: ISO-8601 UTC once the state is ready, else None.
+    date_done: str | None
+    task_id: str
+    group_id: NotRequired[str]
+    parent_id: NotRequired[str]
+    #: The worker's request fields, with ``result_extended``.
+    name: NotRequired[str | None]
+    args: NotRequired[list[Any]]
+    kwargs: NotRequired[dict[str, Any]]
+    worker: NotRequired[str | None]
+    retries: NotRequired[int]
+    queue: NotRequired[str | None]
+    #: ``rpc://`` only: the client the meta is sent to, taken out before it is sent.
+    reply_to: NotRequired[str]
+
+
 def utcnow_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
@@ -45,8 +73,11 @@ def build_meta(
     children: list[Any] | None = None,
     date_done: str | None = None,
     extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The mapping stored for a task; ``date_done`` is filled for ready states."""
+) -> Meta:
+    """The mapping stored for a task; ``date_done`` is filled for ready states.
+
+    ``extra`` holds optional keys of :class:`Meta` (callers build it as a plain dict).
+    """
     if date_done is None and status in states.READY_STATES:
         date_done = utcnow_iso()
     meta: dict[str, Any] = {
@@ -59,7 +90,7 @@ def build_meta(
     }
     if extra:
         meta.update(extra)
-    return meta
+    return cast(Meta, meta)
 
 
 def loads_result(

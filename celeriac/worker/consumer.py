@@ -41,7 +41,7 @@ from celeriac.protocol.headers import (
     times_lost,
 )
 from celeriac.protocol.message import Envelope, check_task_headers, upgrade_v1
-from celeriac.protocol.results import build_meta, exception_to_dict
+from celeriac.protocol.results import Meta, build_meta, exception_to_dict
 from celeriac.transports.base import (
     BrokerStorageFull,
     Transport,
@@ -366,7 +366,7 @@ class Consumer:
         needs_reply_to = self.app.backend.capabilities.needs_reply_to
         return reply_extra(delivery.envelope.properties, needs_reply_to)
 
-    def _store(self, metas: list[dict[str, Any]]) -> None:
+    def _store(self, metas: list[Meta]) -> None:
         backend = self.app.backend
         if backend.capabilities.enabled:
             try:
@@ -431,7 +431,7 @@ class Consumer:
         if not completions:
             return
         late, unstarted, acked_early = self.late, self.unstarted, self.acked_early
-        metas: list[dict[str, Any]] = []
+        metas: list[Meta] = []
         for completion in completions:
             seq = completion.seq
             self.processed += completion.ran

@@ -6,7 +6,9 @@ The body is decoded in the executing process, so the consumer never pays for it.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from celeriac.protocol.results import Meta
 
 
 class Job(NamedTuple):
@@ -34,7 +36,7 @@ class Completion(NamedTuple):
     ran: bool = True
     #: A result the executing process could not store (it died): the consumer stores it,
     #: unless the message is requeued (``reject_on_worker_lost``) and the task will run again.
-    meta: dict[str, Any] | None = None
+    meta: Meta | None = None
     #: Why the message itself is bad (it does not decode, or is over a limit): the consumer
     #: moves it to its dead-letter queue instead of acking it.
     dead: str | None = None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from celeriac.app.trace import store_results
 
 if TYPE_CHECKING:
     from celeriac.backends.base import ResultBackend
+    from celeriac.protocol.results import Meta
 
 
 class BatchingSink:
@@ -23,7 +24,7 @@ class BatchingSink:
 
     def __init__(self, backend: ResultBackend, max_delay: float | None = None) -> None:
         self.backend = backend
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[Meta] = []
         self._added = threading.Condition()  # guards pending and since
         self._storing = threading.Lock()  # one store at a time keeps them in order
         self._since = 0.0  # when pending last became non-empty
@@ -32,7 +33,7 @@ class BatchingSink:
                 target=self._store_late, args=(max_delay,), name="celeriac-results", daemon=True
             ).start()
 
-    def add(self, meta: dict[str, Any]) -> None:
+    def add(self, meta: Meta) -> None:
         with self._added:
             self.pending.append(meta)
             if len(self.pending) == 1:

@@ -40,15 +40,4 @@ def make_backend(
         return SQLiteTransport(broker_url, TransportOptions())
 
     oid = str(uuid.uuid5(uuid.NAMESPACE_URL, str(tmp_path)))  # one client per test
-    return RepliesToItself(
-        "rpc://", BackendOptions(**_fields(options), transport_factory=open_broker, oid=oid)
-    )
-
-
-def _fields(options: BackendOptions) -> dict[str, Any]:
-    return {
-        "serializer": options.serializer,
-        "accept": options.accept,
-        "expires": options.expires,
-        "transport_options": options.transport_options,
-    }
+    return RepliesToItself("rpc://", options, transport_factory=open_broker, oid=oid)
