@@ -33,7 +33,6 @@ from celeriac.wire.queues import QueueSpec
 
 if TYPE_CHECKING:
     from celeriac.app.base import Celery
-    from celeriac.app.task import Context
 
 logger = logging.getLogger("celeriac.publish")
 
@@ -104,7 +103,7 @@ def _default_to_task(options: dict[str, Any], task_type: object) -> None:
             options[option] = getattr(task_type, option, None)
 
 
-def _calling_request() -> Context | None:
+def _calling_request() -> _state.TaskRequest | None:
     """The request of the task a call is made in; None outside tasks and in direct calls."""
     task = _state.get_current_task()
     if task is None or task.request.called_directly:
