@@ -122,6 +122,8 @@ class Consumer:
         #: message the executor finds unreadable can still be dead-lettered.
         self.acked_early: dict[int, Delivery] = {}
         self.seq = 0
+        #: The transport's ``generation`` when this consumer last looked.
+        self.generation = transport.generation
         self.processed = 0
         self.next_upkeep = 0.0
         self.next_full_warning = 0.0
@@ -146,6 +148,7 @@ class Consumer:
             self.step()
 
     def step(self) -> None:
+        self.drop_void()
         self.complete(self.pool.wait(0))
         now = time.monotonic()
         if now >= self.next_upkeep:
@@ -169,6 +172,7 @@ class Consumer:
                 self.wait_for_room(exc)
                 deliveries = []
             fetched = len(deliveries)
+            self.drop_void()  # before these get sequence numbers: they are not void
             for delivery in deliveries:
                 self.receive(delivery)
         self.dispatch()
@@ -184,6 +188,27 @@ class Consumer:
             until = self.eta_heap[0][0] - time.time()
             return max(0.0, min(IDLE_FETCH_TIMEOUT, until))
         return IDLE_FETCH_TIMEOUT
+
+    def drop_void(self) -> None:
+        """After the broker took back every message it had handed out (a lost connection),
+        run none of those not started: they come again, and a run now would be a second one
+        (their acks cannot reach the broker any more). Those running finish as they are."""
+        generation = self.transport.generation
+        if generation == self.generation:
+            return
+        self.generation = generation
+        held = len(self.held)
+        self.held.clear()
+        self.ready.clear()
+        self.eta_heap.clear()
+        self.complete(self.pool.void(self.seq))
+        if held or self.pool.active():
+            logger.warning(
+                "The broker took back the messages this worker held (%d not yet dispatched, "
+                "%d in the pool); those not started are dropped here and will come again",
+                held,
+                self.pool.active(),
+            )
 
     # -- receiving
     def receive(self, delivery: Delivery) -> None:

@@ -51,6 +51,12 @@ class Pool(Protocol):
         """Jobs submitted and not completed."""
         ...
 
+    def void(self, through: int) -> list[Completion]:
+        """Submitted jobs with a sequence number up to ``through`` that have not started
+        never will (their messages went back to the broker): ``ran=False`` completions for
+        those dropped at once; the others' come through ``wait``."""
+        ...
+
     def check(self) -> list[Completion]:
         """Periodic upkeep (time limits, replacing dead processes); their completions."""
         ...

@@ -56,6 +56,10 @@ QUICK_JOB = 0.001
 _RUNTIME_WEIGHT = 0.3
 #: Shared slot values: sequence number of the running job (-1: none) and its start time.
 _IDLE = -1.0
+#: The last two shared slots, counted from the end: the warm stop flag, and the highest
+#: sequence number whose job must not start any more (``void``).
+_STOP = -2
+_VOID_THROUGH = -1
 #: Results of finished jobs are stored in batches, but never later than this (seconds)
 #: after the job ended, even while the next job of the batch runs for minutes.
 RESULT_DELAY = 0.005
@@ -115,7 +119,8 @@ def _child_main(
     signals.worker_process_init.send(sender=None)
     executor = Executor(context.app, context.hostname, context.accept, result_delay=RESULT_DELAY)
     base = index * 3
-    stop_slot = len(slots) - 1
+    stop_slot = len(slots) + _STOP
+    void_slot = len(slots) + _VOID_THROUGH
     done = 0
     limit = context.max_tasks_per_child
     exitcode = 0
@@ -139,6 +144,10 @@ def _child_main(
                 for job in jobs:
                     if slots[stop_slot] or (limit and done >= limit):
                         break  # the rest go to another child, or back to the broker
+                    if job.seq <= slots[void_slot]:  # its message went back to the broker
+                        completions.append(Completion(job.seq, states.PENDING, ran=False))
+                        runtimes.append(0.0)
+                        continue
                     slots[base] = job.seq
                     slots[base + 1] = started = time.time()
                     completions.append(executor.run(job))
@@ -180,7 +189,8 @@ class PreforkPool:
         self.concurrency = context.concurrency
         self.children: list[_Child] = []
         # per child: running seq, start time, last completed seq; then the warm stop flag
-        self.slots: Any = _shared_doubles([_IDLE] * (3 * self.concurrency) + [0.0])
+        # and the highest void sequence number
+        self.slots: Any = _shared_doubles([_IDLE] * (3 * self.concurrency) + [0.0, _IDLE])
         self.orphans: list[Job] = []
         #: Running average of the run time of each task type (seconds), from the children.
         self.runtimes: dict[str, float] = {}
@@ -265,6 +275,12 @@ class PreforkPool:
             with contextlib.suppress(OSError):
                 child.pipe.send(_dumps(batch))
 
+    def void(self, through: int) -> list[Completion]:
+        self.slots[len(self.slots) + _VOID_THROUGH] = float(through)
+        dropped = [job for job in self.orphans if job.seq <= through]
+        self.orphans = [job for job in self.orphans if job.seq > through]
+        return [Completion(job.seq, states.PENDING, ran=False) for job in dropped]
+
     def _is_quick(self, job: Job) -> bool:
         return self.runtimes.get(job.task_name, QUICK_JOB) < QUICK_JOB
 
@@ -314,7 +330,7 @@ class PreforkPool:
             completions, seconds = _loads(payload)
             for completion, runtime in zip(completions, seconds, strict=True):
                 job = child.queued.pop(completion.seq, None)
-                if job is not None:
+                if job is not None and completion.ran:
                     name = job.task_name
                     average = runtimes.get(name, runtime)
                     runtimes[name] = average + _RUNTIME_WEIGHT * (runtime - average)
@@ -408,7 +424,7 @@ class PreforkPool:
         """Warm: running jobs finish, queued ones come back unstarted. Cold: kill at once."""
         self.stopping = True
         if graceful:
-            self.slots[len(self.slots) - 1] = 1.0
+            self.slots[len(self.slots) + _STOP] = 1.0
         for child in self.children:
             with contextlib.suppress(OSError):
                 child.pipe.send(_dumps(None))  # wakes a child waiting for work
