@@ -63,6 +63,7 @@ class MemoryTransport:
     """Queues in this process's memory, shared by every instance with the same URL."""
 
     capabilities = Capabilities(priorities=True, cross_process=False, fanout=True)
+    generation = 0
 
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url

@@ -269,6 +269,7 @@ class SQLiteTransport:
     """
 
     capabilities = Capabilities(priorities=True, cross_process=True, fanout=True)
+    generation = 0
 
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url

@@ -116,6 +116,9 @@ class _Consumer:
 class RedisTransport:
     """``redis://``, ``rediss://`` and ``redis+socket://`` brokers."""
 
+    #: Reserved messages stay with their holder across reconnects.
+    generation = 0
+
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url
         self.options = options or TransportOptions()
