@@ -24,15 +24,6 @@ pytestmark = pytest.mark.faults
 SENT = 200
 CUTS = 3
 
-#: The bug the RabbitMQ cut shows (see docs/faults.md, "Bugs found").
-RESERVED_AFTER_LOSS = (
-    "AMQP: after the connection is lost the worker still runs the messages it had reserved "
-    "on the lost channel and not started (queued in the consumer or already sent to a pool "
-    "child), though the broker requeued them with the connection: tasks that started after "
-    "the cut run twice, up to a prefetch window per reconnect (Celery drops its reserved "
-    "requests on connection loss, as their tags cannot be acked any more)"
-)
-
 
 @dataclass(frozen=True)
 class Upstream:
@@ -61,10 +52,7 @@ def amqp_vhost() -> Iterator[str]:
 @pytest.fixture(
     params=[
         pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param(
-            "amqp",
-            marks=[pytest.mark.amqp, pytest.mark.xfail(strict=True, reason=RESERVED_AFTER_LOSS)],
-        ),
+        pytest.param("amqp", marks=pytest.mark.amqp),
     ]
 )
 def upstream(request: pytest.FixtureRequest) -> Upstream:

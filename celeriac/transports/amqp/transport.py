@@ -56,6 +56,11 @@ class AMQPTransport:
             self._brokers, self.options, self, (self._consuming, self._publishing, self._admin)
         )
 
+    @property
+    def generation(self) -> int:
+        """The connections lost so far: the broker requeued what each had handed out."""
+        return self._consuming.epoch
+
     def __repr__(self) -> str:
         return f"<AMQPTransport {self._brokers[0].describe()}>"
 
