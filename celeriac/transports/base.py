@@ -80,11 +80,14 @@ class Transport(Protocol):
 
     url: str
     capabilities: Capabilities
-    #: Grows each time the broker took back every message this transport had handed out
-    #: and not settled (a lost AMQP connection): those deliveries can be neither acked nor
-    #: rejected any more, and their messages come again. Brokers that keep reserved
-    #: messages with their holder across reconnects (SQLite, Redis) never change it.
-    generation: int
+
+    @property
+    def generation(self) -> int:
+        """Grows each time the broker took back every message this transport had handed out
+        and not settled (a lost AMQP connection): those deliveries can be neither acked nor
+        rejected any more, and their messages come again. Brokers that keep reserved
+        messages with their holder across reconnects (SQLite, Redis) never change it."""
+        ...
 
     def declare(self, queues: Sequence[QueueSpec]) -> None:
         """Create the queues (and their exchanges and bindings) if they do not exist."""
