@@ -31,7 +31,7 @@ Contract, shared by every implementation:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -81,13 +81,12 @@ class Transport(Protocol):
     url: str
     capabilities: Capabilities
 
-    @property
-    def generation(self) -> int:
-        """Grows each time the broker took back every message this transport had handed out
-        and not settled (a lost AMQP connection): those deliveries can be neither acked nor
+    def on_void(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` called, in the thread using the transport, as soon as every
+        message handed out and not settled has gone back to the broker (a lost AMQP
+        connection), before any reconnecting: those deliveries can be neither acked nor
         rejected any more, and their messages come again. Brokers that keep reserved
-        messages with their holder across reconnects (SQLite, Redis) never change it."""
-        ...
+        messages with their holder across reconnects (SQLite, Redis) never call it."""
 
     def declare(self, queues: Sequence[QueueSpec]) -> None:
         """Create the queues (and their exchanges and bindings) if they do not exist."""

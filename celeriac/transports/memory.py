@@ -12,7 +12,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -63,7 +63,6 @@ class MemoryTransport:
     """Queues in this process's memory, shared by every instance with the same URL."""
 
     capabilities = Capabilities(priorities=True, cross_process=False, fanout=True)
-    generation = 0
 
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url
@@ -164,6 +163,9 @@ class MemoryTransport:
     def size(self, queue: str) -> int:
         with self._broker.condition:
             return len(self._broker.queues.get(queue, ()))
+
+    def on_void(self, callback: Callable[[], None]) -> None:
+        pass  # reserved messages stay with their holder across reconnects
 
     def close(self) -> None:
         with self._broker.condition:

@@ -269,7 +269,6 @@ class SQLiteTransport:
     """
 
     capabilities = Capabilities(priorities=True, cross_process=True, fanout=True)
-    generation = 0
 
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url
@@ -542,6 +541,9 @@ class SQLiteTransport:
                 "SELECT count(*) FROM messages WHERE queue = ? AND holder IS NULL", (queue,)
             ).fetchone()
         return int(row[0])
+
+    def on_void(self, callback: Callable[[], None]) -> None:
+        pass  # reserved messages stay with their holder across reconnects
 
     def close(self) -> None:
         if self._unusable is not None:

@@ -122,8 +122,9 @@ class Consumer:
         #: message the executor finds unreadable can still be dead-lettered.
         self.acked_early: dict[int, Delivery] = {}
         self.seq = 0
-        #: The transport's ``generation`` when this consumer last looked.
-        self.generation = transport.generation
+        #: The last sequence number whose message went back to the broker unsettled.
+        self.void_through = 0
+        transport.on_void(self.drop_void)
         self.processed = 0
         self.next_upkeep = 0.0
         self.next_full_warning = 0.0
@@ -148,7 +149,6 @@ class Consumer:
             self.step()
 
     def step(self) -> None:
-        self.drop_void()
         self.complete(self.pool.wait(0))
         now = time.monotonic()
         if now >= self.next_upkeep:
@@ -172,7 +172,6 @@ class Consumer:
                 self.wait_for_room(exc)
                 deliveries = []
             fetched = len(deliveries)
-            self.drop_void()  # before these get sequence numbers: they are not void
             for delivery in deliveries:
                 self.receive(delivery)
         self.dispatch()
@@ -190,25 +189,23 @@ class Consumer:
         return IDLE_FETCH_TIMEOUT
 
     def drop_void(self) -> None:
-        """After the broker took back every message it had handed out (a lost connection),
-        run none of those not started: they come again, and a run now would be a second one
-        (their acks cannot reach the broker any more). Those running finish as they are."""
-        generation = self.transport.generation
-        if generation == self.generation:
-            return
-        self.generation = generation
+        """The broker took back every message it had handed out (a lost connection): run
+        none of those not started, which come again (a run now would be a second one, its
+        ack unable to reach the broker). Called by the transport when it notices, before
+        it reconnects; the jobs running finish as they are."""
+        if self.seq == self.void_through:
+            return  # nothing received since the last time
+        self.void_through = self.seq
         held = len(self.held)
         self.held.clear()
         self.ready.clear()
         self.eta_heap.clear()
         self.complete(self.pool.void(self.seq))
-        if held or self.pool.active():
-            logger.warning(
-                "The broker took back the messages this worker held (%d not yet dispatched, "
-                "%d in the pool); those not started are dropped here and will come again",
-                held,
-                self.pool.active(),
-            )
+        logger.warning(
+            "Lost the broker connection: the broker takes back the messages this worker "
+            "held; %d not dispatched and those not started in the pool are dropped here",
+            held,
+        )
 
     # -- receiving
     def receive(self, delivery: Delivery) -> None:

@@ -76,6 +76,12 @@ EARLY_ACK_WINDOW = 0.5
 #: reports its runs once it has run every job it holds (8 of 20-40 ms at most here), and
 #: the ack follows within milliseconds.
 CUT_WINDOW = 0.5
+#: A run that started this soon after a cut began before the worker could know of it: the
+#: worker learns of a lost connection at its next call to the broker (an ack goes out at
+#: most a task length, 40 ms, plus 5 ms after the previous task ends), and a pool child
+#: starts its next queued job meanwhile. Its ack cannot reach the broker, which delivers
+#: the message again.
+UNSEEN_CUT = 0.1
 
 KINDS = ("late", "early")
 
@@ -163,7 +169,7 @@ class Faults:
         if self.killed_at(run) is not None:
             return True
         ended = run.ended if run.ended is not None else float("inf")
-        return any(run.started <= cut <= ended + CUT_WINDOW for cut in self.cuts)
+        return any(run.started - UNSEEN_CUT <= cut <= ended + CUT_WINDOW for cut in self.cuts)
 
 
 def settled(runs: list[Run], sent: Collection[str], faults: Faults) -> bool:

@@ -46,6 +46,8 @@ class ConsumeChannel:
         self.channel = 0
         #: Counts the connections lost: deliveries of an older epoch are void.
         self.epoch = 0
+        #: Called when the deliveries handed out become void (``Transport.on_void``).
+        self.void_callbacks: list[Callable[[], None]] = []
         #: Deliveries whose properties did not decode, with why: for the transport to
         #: dead-letter.
         self.unreadable: list[tuple[Delivery, str]] = []
@@ -77,6 +79,8 @@ class ConsumeChannel:
         """The connection is gone, and with it consumers and deliveries (the broker
         requeues those)."""
         self.epoch += 1
+        for callback in self.void_callbacks:
+            callback()
         self._consumers.clear()
         self._consumer_queues.clear()
         self._cancelled_by_broker.clear()

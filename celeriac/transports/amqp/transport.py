@@ -56,10 +56,8 @@ class AMQPTransport:
             self._brokers, self.options, self, (self._consuming, self._publishing, self._admin)
         )
 
-    @property
-    def generation(self) -> int:
-        """The connections lost so far: the broker requeued what each had handed out."""
-        return self._consuming.epoch
+    def on_void(self, callback: Callable[[], None]) -> None:
+        self._consuming.void_callbacks.append(callback)
 
     def __repr__(self) -> str:
         return f"<AMQPTransport {self._brokers[0].describe()}>"

@@ -116,9 +116,6 @@ class _Consumer:
 class RedisTransport:
     """``redis://``, ``rediss://`` and ``redis+socket://`` brokers."""
 
-    #: Reserved messages stay with their holder across reconnects.
-    generation = 0
-
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url
         self.options = options or TransportOptions()
@@ -422,6 +419,9 @@ class RedisTransport:
         return None
 
     # -- lifecycle -----------------------------------------------------------------------
+
+    def on_void(self, callback: Callable[[], None]) -> None:
+        pass  # reserved messages stay with their holder across reconnects
 
     def close(self) -> None:
         if self._closed:
