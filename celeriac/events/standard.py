@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import sys
+from typing import Required, TypedDict, Unpack
 
 from celeriac.events.message import Event
 from celeriac.protocol.message import isoformat, safe_repr
@@ -36,63 +37,54 @@ def result_repr(value: object, maxsize: int = RESULT_REPR_MAXSIZE) -> str:
     return safe_repr(value, maxsize)
 
 
+class TaskMessage(TypedDict, total=False):
+    """What a task message says of the call: ``args`` and ``kwargs`` are its repr headers
+    (``argsrepr``, ``kwargsrepr``)."""
+
+    args: Required[str]
+    kwargs: Required[str]
+    retries: int
+    eta: dt.datetime | str | None
+    expires: dt.datetime | str | None
+    root_id: str | None
+    parent_id: str | None
+
+
 def task_sent(
     uuid: str,
     name: str,
     *,
-    args: str,
-    kwargs: str,
-    retries: int = 0,
-    eta: dt.datetime | str | None = None,
-    expires: dt.datetime | str | None = None,
-    root_id: str | None = None,
-    parent_id: str | None = None,
     queue: str | None = None,
     exchange: str | None = None,
     routing_key: str | None = None,
+    **message: Unpack[TaskMessage],
 ) -> Event:
-    """A client published a task message (``args``/``kwargs``: its repr headers)."""
+    """A client published a task message, routed so."""
     return {
-        "type": "task-sent",
-        "uuid": uuid,
-        "root_id": root_id,
-        "parent_id": parent_id,
-        "name": name,
-        "args": args,
-        "kwargs": kwargs,
-        "retries": retries,
-        "eta": _iso(eta),
-        "expires": _iso(expires),
+        **_task_message("task-sent", uuid, name, message),
         "queue": queue,
         "exchange": exchange,
         "routing_key": routing_key,
     }
 
 
-def task_received(
-    uuid: str,
-    name: str,
-    *,
-    args: str,
-    kwargs: str,
-    retries: int = 0,
-    eta: dt.datetime | str | None = None,
-    expires: dt.datetime | str | None = None,
-    root_id: str | None = None,
-    parent_id: str | None = None,
-) -> Event:
-    """A worker took the task message (``args``/``kwargs``: its repr headers)."""
+def task_received(uuid: str, name: str, **message: Unpack[TaskMessage]) -> Event:
+    """A worker took the task message."""
+    return _task_message("task-received", uuid, name, message)
+
+
+def _task_message(event_type: str, uuid: str, name: str, message: TaskMessage) -> Event:
     return {
-        "type": "task-received",
+        "type": event_type,
         "uuid": uuid,
         "name": name,
-        "args": args,
-        "kwargs": kwargs,
-        "root_id": root_id,
-        "parent_id": parent_id,
-        "retries": retries,
-        "eta": _iso(eta),
-        "expires": _iso(expires),
+        "args": message["args"],
+        "kwargs": message["kwargs"],
+        "root_id": message.get("root_id"),
+        "parent_id": message.get("parent_id"),
+        "retries": message.get("retries", 0),
+        "eta": _iso(message.get("eta")),
+        "expires": _iso(message.get("expires")),
     }
 
 
