@@ -19,31 +19,21 @@ import pytest
 from celeriac.events import EventDispatcher, EventReceiver
 from celeriac.transports.base import Transport, TransportOptions
 from celeriac.transports.registry import create_transport
-from tests.conformance.transport_amqp import BROKER as AMQP_SERVER
-from tests.conformance.transport_amqp import create_vhost, delete_vhost
+from tests.brokers import amqp_vhost, redis_database
 
 REDIS_URL = "redis://127.0.0.1:6379/7"
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    try:
-        yield REDIS_URL
-    finally:
-        client.flushdb()
-        client.close()
+    with redis_database(REDIS_URL) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
-    vhost = create_vhost("events")
-    try:
-        yield f"{AMQP_SERVER}/{vhost}"
-    finally:
-        delete_vhost(vhost)
+    with amqp_vhost("events") as url:
+        yield url
 
 
 class Broker:
