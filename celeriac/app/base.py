@@ -14,7 +14,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 from urllib.parse import urlsplit
 
 from celeriac import signals
@@ -35,6 +35,9 @@ from celeriac.result import AsyncResult, GroupResult, ResultBase
 from celeriac.signals import Signal
 from celeriac.transports.base import Transport, TransportOptions
 from celeriac.transports.registry import create_transport
+
+if TYPE_CHECKING:
+    from celeriac.events import Events
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -478,6 +481,13 @@ class Celery:
         self, group_id: str, results: Iterable[ResultBase] | None = None, **kwargs: Any
     ) -> GroupResult:
         return GroupResult(group_id, results, app=self, **kwargs)
+
+    @property
+    def events(self) -> Events:
+        """Event ``Dispatcher``, ``Receiver`` and ``State`` with this app's settings."""
+        from celeriac.events import Events  # on first use: most processes send no events
+
+        return Events(self)
 
     @property
     def control(self) -> Any:

@@ -19,8 +19,7 @@ import pytest
 import celeriac
 from celeriac.control import Control, Handler, Node
 from celeriac.transports.base import Transport
-from tests.conformance.transport_amqp import BROKER as AMQP_BROKER
-from tests.conformance.transport_amqp import create_vhost, delete_vhost
+from tests.brokers import amqp_vhost, redis_database
 
 REDIS_URL = "redis://127.0.0.1:6379/6"
 
@@ -34,24 +33,15 @@ BROKERS = [
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """Redis database 6, this suite's own: empty before and after the session."""
-    redis = pytest.importorskip("redis")
-    client = redis.Redis.from_url(REDIS_URL)
-    client.flushdb()
-    try:
-        yield REDIS_URL
-    finally:
-        client.flushdb()
-        client.close()
+    with redis_database(REDIS_URL) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """A RabbitMQ virtual host of the session: the broker URL in it."""
-    vhost = create_vhost("control")
-    try:
-        yield f"{AMQP_BROKER}/{vhost}"
-    finally:
-        delete_vhost(vhost)
+    with amqp_vhost("control") as url:
+        yield url
 
 
 def url_of(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:

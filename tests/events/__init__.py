@@ -1,0 +1,1 @@
+"""Events: dispatcher, receiver and state, on every broker and beside real Celery."""
