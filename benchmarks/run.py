@@ -5,7 +5,8 @@
     python benchmarks/run.py --broker redis://127.0.0.1:6379/14
     python benchmarks/run.py --broker amqp://guest:guest@127.0.0.1:5672//
 
-Systems: ``celeriac`` (the compiled build), ``celeriac-plain`` (the plain-Python build) and
+Systems: ``celeriac`` (the compiled build), ``celeriac-plain`` (the plain-Python build),
+``celeriac-base`` (the compiled build of another commit, for an A/B of a change) and
 ``celery``. Each runs its client and worker processes on its own interpreter and imports its
 library from there: ``--python celeriac=PATH,celeriac-plain=PATH`` (``benchmarks/builds.sh``
 makes both environments), this interpreter for a system not named. The report says which
@@ -41,7 +42,7 @@ from targets import LIBRARIES, TargetFactory, importable, library, probe, scheme
 
 SYSTEMS = ("celeriac", "celery")  # the default; LIBRARIES has them all
 #: How ``celeriac._compiled.build_description()`` starts for the build a system stands for.
-BUILDS = {"celeriac": "compiled", "celeriac-plain": "plain"}
+BUILDS = {"celeriac": "compiled", "celeriac-plain": "plain", "celeriac-base": "compiled"}
 SCENARIOS = ("enqueue", "drain", "latency", "startup", "profile")
 
 

@@ -27,7 +27,14 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 
 #: Every system the benchmark knows, and the library it imports.
-LIBRARIES = {"celeriac": "celeriac", "celeriac-plain": "celeriac", "celery": "celery"}
+#: ``celeriac-base``: the compiled build of another commit, for an A/B of a change
+#: (``--python celeriac-base=<its venv's python>``).
+LIBRARIES = {
+    "celeriac": "celeriac",
+    "celeriac-plain": "celeriac",
+    "celeriac-base": "celeriac",
+    "celery": "celery",
+}
 
 
 def library(system: str) -> str:
