@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import mmap
 import multiprocessing
 import multiprocessing.connection
@@ -122,7 +123,7 @@ def _child_main(
     stop_slot = len(slots) + _STOP
     void_slot = len(slots) + _VOID_THROUGH
     done = 0
-    limit = context.max_tasks_per_child
+    limit = context.max_tasks_per_child or math.inf
     exitcode = 0
     try:
         told_to_stop = False
@@ -142,7 +143,7 @@ def _child_main(
                     told_to_stop = True
                     break
                 for job in jobs:
-                    if slots[stop_slot] or (limit and done >= limit):
+                    if slots[stop_slot] or done >= limit:
                         break  # the rest go to another child, or back to the broker
                     if job.seq <= slots[void_slot]:  # its message went back to the broker
                         completions.append(Completion(job.seq, states.PENDING, ran=False))
@@ -164,7 +165,7 @@ def _child_main(
                         completions, runtimes, reported = [], [], ended
             executor.sink.flush()
             pipe.send(_dumps((completions, runtimes)))
-            if (limit and done >= limit) or slots[stop_slot]:
+            if done >= limit or slots[stop_slot]:
                 break
     except BaseException:  # a bug, not a task's failure (those are completions): say it
         logger.exception("Pool process %s failed", os.getpid())
