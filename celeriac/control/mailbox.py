@@ -40,7 +40,7 @@ from celeriac.protocol import serializers
 from celeriac.protocol.limits import DEFAULT_LIMITS, Limits
 from celeriac.protocol.message import Envelope, safe_repr
 from celeriac.transports.base import Transport
-from celeriac.wire.queues import QueueSpec
+from celeriac.wire.queues import QueueSpec, expiry_arguments
 
 logger = logging.getLogger("celeriac.control")
 
@@ -174,11 +174,6 @@ class Mailbox:
         )
 
     def _queue(self, name: str, exchange: str, exchange_type: str, routing_key: str) -> QueueSpec:
-        arguments: dict[str, int] = {}
-        if self.queue_expires is not None:
-            arguments["x-expires"] = int(self.queue_expires * 1000)
-        if self.queue_ttl is not None:
-            arguments["x-message-ttl"] = int(self.queue_ttl * 1000)
         return QueueSpec(
             name,
             exchange=exchange,
@@ -187,7 +182,7 @@ class Mailbox:
             durable=self.queue_durable,
             auto_delete=not self.queue_durable,
             exclusive=self.queue_exclusive,
-            arguments=arguments,
+            arguments=expiry_arguments(self.queue_ttl, self.queue_expires),
         )
 
     # -- messages ------------------------------------------------------------------------

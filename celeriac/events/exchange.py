@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from celeriac.exceptions import ImproperlyConfigured
 from celeriac.transports.base import Transport
-from celeriac.wire.queues import QueueSpec
+from celeriac.wire.queues import QueueSpec, expiry_arguments
 
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+socket"})
 _AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
@@ -70,11 +70,6 @@ def receiver_queue(
     settings: EventSettings, transport: Transport, node_id: str, routing_key: str = "#"
 ) -> QueueSpec:
     """The queue of one receiver, declared as Celery's ``EventReceiver`` declares it."""
-    arguments: dict[str, int] = {}
-    if settings.queue_ttl is not None:
-        arguments["x-message-ttl"] = round(settings.queue_ttl * 1000)
-    if settings.queue_expires is not None:
-        arguments["x-expires"] = round(settings.queue_expires * 1000)
     return QueueSpec(
         f"{settings.queue_prefix}.{node_id}",
         exchange=settings.exchange,
@@ -83,7 +78,7 @@ def receiver_queue(
         durable=settings.queue_durable,
         auto_delete=not settings.queue_durable,
         exclusive=settings.queue_exclusive,
-        arguments=arguments,
+        arguments=expiry_arguments(settings.queue_ttl, settings.queue_expires),
     )
 
 

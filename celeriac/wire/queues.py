@@ -34,6 +34,18 @@ class QueueSpec:
         return self.routing_key or self.name
 
 
+def expiry_arguments(message_ttl: float | None, expires: float | None) -> dict[str, int]:
+    """Queue arguments for how long a message may wait and how long an unused queue lives
+    (seconds): RabbitMQ's ``x-message-ttl`` and ``x-expires``, in whole milliseconds as
+    kombu sets them. Brokers without them ignore them."""
+    arguments: dict[str, int] = {}
+    if message_ttl is not None:
+        arguments["x-message-ttl"] = int(message_ttl * 1000)
+    if expires is not None:
+        arguments["x-expires"] = int(expires * 1000)
+    return arguments
+
+
 @dataclass(slots=True)
 class Delivery:
     """A reserved message. ``tag`` is the transport's handle for ack/reject."""
